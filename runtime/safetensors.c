@@ -647,12 +647,12 @@ static int parse_header(St *st) {
 }
 
 static int cmp_strp(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* The first name that occurs twice in names[0..n), or NULL; *oom on allocation failure. */
-static const char *find_duplicate(char *const *names, int n, int *oom) {
-    char **s;
+static const char *find_duplicate(const char *const *names, int n, int *oom) {
+    const char **s;
     const char *dup = NULL;
     int i;
     *oom = 0;
@@ -694,7 +694,8 @@ static int check_and_load(St *st, const unsigned char *data, uint64_t datalen) {
     rt_tensorfile *out = st->out;
     const char *dup;
     uint64_t prev = 0;
-    char **names, q[64], shp[128];
+    const char **names;
+    char q[64], shp[128];
     int i, oom;
 
     if (out->n > 1) {
@@ -712,7 +713,7 @@ static int check_and_load(St *st, const unsigned char *data, uint64_t datalen) {
         if (oom)
             return joom(&st->j);
     }
-    dup = find_duplicate(out->meta_keys, out->nmeta, &oom);
+    dup = find_duplicate((const char *const *)out->meta_keys, out->nmeta, &oom);
     if (dup) {
         rt_io_errf(st->j.err, st->j.errlen, "%s: duplicate __metadata__ key '%s'", st->j.name,
                    rt_io_quote(q, sizeof q, dup, strlen(dup)));
@@ -928,7 +929,7 @@ static int check_write_args(const char *path, const rt_tensor *t, int n, const c
     char q[64];
     int i, k, oom;
     const char *dup;
-    char **names;
+    const char **names;
 
     if (n < 0 || nmeta < 0 || (n > 0 && !t) || (nmeta > 0 && (!mk || !mv))) {
         rt_io_errf(err, errlen, "%s: invalid arguments (n=%d, nmeta=%d)", path, n, nmeta);
@@ -997,7 +998,7 @@ static int check_write_args(const char *path, const rt_tensor *t, int n, const c
             return -1;
         }
     }
-    dup = find_duplicate((char *const *)mk, nmeta, &oom);
+    dup = find_duplicate(mk, nmeta, &oom);
     if (dup || oom) {
         if (dup)
             rt_io_errf(err, errlen, "%s: duplicate metadata key '%s'", path, rt_io_quote(q, sizeof q, dup, strlen(dup)));

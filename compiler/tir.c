@@ -1,0 +1,293 @@
+/* compiler/tir.c: building, checking and printing tensor-IR programs (see tir.h).
+ * Input: builder calls from derive.c. Output: programs whose shapes follow the broadcast
+ * rules of tops.def; tir_verify() checks them (run between stages in tests), tir_dump()
+ * prints one line per node: "%N = op operands [rows x w] attrs". */
+#include "tir.h"
+
+#include <string.h>
+
+const t_opinfo t_ops[T_NUM_OPS] = {
+#define X(e, name, arity, flags) { name, arity, flags },
+#include "tops.def"
+#undef X
+};
+_Static_assert(sizeof(t_ops) / sizeof(t_ops[0]) == T_NUM_OPS, "op table out of step with tops.def");
+
+tprog *tprog_new(arena *ar, const char *name) {
+    tprog *p = arena_alloc(ar, sizeof *p);
+    p->ar = ar;
+    p->name = name;
+    return p;
+}
+
+static tref push(tprog *p, t_op op, int rows, int w, const tref *in, int nin) {
+    tnode n;
+    memset(&n, 0, sizeof n);
+    n.op = (uint16_t)op;
+    n.rows = rows;
+    n.w = w;
+    n.nin = (int16_t)nin;
+    for (int i = 0; i < T_MAX_IN; i++) n.in[i] = i < nin ? in[i] : -1;
+    VEC_PUSH(p->ar, p->nodes, p->nn, p->cap_n, n);
+    return p->nn - 1;
+}
+
+static tnode *TN(tprog *p, tref r) { return &p->nodes[r]; }
+
+tref t_arg(tprog *p, int k, int w) {
+    tref r = push(p, T_ARG, 0, w, NULL, 0);
+    TN(p, r)->iattr[0] = k;
+    if (k >= p->nargs) p->nargs = k + 1;
+    p->arg_w[k] = w;
+    return r;
+}
+
+tref t_param(tprog *p, const ir_graph *g, int param) {
+    const ir_param *pr = &g->params[param];
+    int rows = pr->rank > 1 ? (int)pr->shape[0] : 1;
+    int w = pr->rank > 1 ? (int)pr->shape[1] : (int)pr->shape[0];
+    tref r = push(p, T_PARAM, rows, w, NULL, 0);
+    TN(p, r)->iattr[0] = param;
+    return r;
+}
+
+tref t_const(tprog *p, double v) {
+    tref r = push(p, T_CONST, 1, 1, NULL, 0);
+    TN(p, r)->fattr[0] = v;
+    return r;
+}
+
+tref t_consttensor(tprog *p, const double *v, int rows, int w) {
+    tref r = push(p, T_CONSTTENSOR, rows, w, NULL, 0);
+    TN(p, r)->aux = p->nconsts;
+    TN(p, r)->naux = rows * w;
+    for (int i = 0; i < rows * w; i++) VEC_PUSH(p->ar, p->consts, p->nconsts, p->cap_consts, v[i]);
+    return r;
+}
+
+tref t_scalar(tprog *p, int k) {
+    tref r = push(p, T_SCALAR, 1, 1, NULL, 0);
+    TN(p, r)->iattr[0] = k;
+    if (k >= p->nscalars) p->nscalars = k + 1;
+    return r;
+}
+
+tref t_un(tprog *p, t_op op, tref a) {
+    return push(p, op, TN(p, a)->rows, TN(p, a)->w, &a, 1);
+}
+
+/* broadcast shape of several elementwise operands */
+static void bshape(tprog *p, const tref *in, int n, int *rows, int *w) {
+    *rows = -1;
+    *w = 1;
+    int batched = 0;
+    for (int i = 0; i < n; i++) {
+        const tnode *x = TN(p, in[i]);
+        if (x->rows == 0) batched = 1;
+        else if (x->rows > *rows) *rows = x->rows;
+        if (x->w > *w) *w = x->w;
+    }
+    if (batched) *rows = 0;
+}
+
+tref t_bin(tprog *p, t_op op, tref a, tref b) {
+    tref in[2] = { a, b };
+    int rows, w;
+    bshape(p, in, 2, &rows, &w);
+    return push(p, op, rows, w, in, 2);
+}
+
+tref t_leaky(tprog *p, tref a, double slope) {
+    tref r = t_un(p, T_LEAKY, a);
+    TN(p, r)->fattr[0] = slope;
+    return r;
+}
+
+tref t_select(tprog *p, tref c, tref a, tref b) {
+    tref in[3] = { c, a, b };
+    int rows, w;
+    bshape(p, in, 3, &rows, &w);
+    return push(p, T_SELECT, rows, w, in, 3);
+}
+
+tref t_matmul(tprog *p, tref x, tref w) {
+    tref in[2] = { x, w };
+    return push(p, T_MATMUL, 0, TN(p, w)->w, in, 2);
+}
+
+tref t_gather(tprog *p, tref x, const int32_t *idx, int n) {
+    tref r = push(p, T_GATHER, 0, n, &x, 1);
+    int32_t at = p->nints;
+    for (int i = 0; i < n; i++) VEC_PUSH(p->ar, p->ints, p->nints, p->cap_ints, idx[i]);
+    TN(p, r)->aux = at;
+    TN(p, r)->naux = n;
+    return r;
+}
+
+tref t_concat(tprog *p, const tref *parts, int n) {
+    int w = 0;
+    for (int i = 0; i < n; i++) w += TN(p, parts[i])->w;
+    return push(p, T_CONCAT, 0, w, parts, n);
+}
+
+tref t_rowsum(tprog *p, tref x) { return push(p, T_ROWSUM, TN(p, x)->rows, 1, &x, 1); }
+tref t_diag(tprog *p, tref m) { return push(p, T_DIAG, 1, TN(p, m)->w, &m, 1); }
+
+tref t_lu(tprog *p, t_op op, tref x, tref lu) {
+    tref in[2] = { x, lu };
+    return push(p, op, 0, TN(p, x)->w, in, 2);
+}
+
+tref t_rand(tprog *p, t_op op, int w, int salt) {
+    tref r = push(p, op, 0, w, NULL, 0);
+    TN(p, r)->iattr[0] = salt;
+    return r;
+}
+
+tref t_loop_begin(tprog *p, tref init, int trips) {
+    tref r = push(p, T_LOOP_BEGIN, TN(p, init)->rows, TN(p, init)->w, &init, 1);
+    TN(p, r)->iattr[0] = trips;
+    return r;
+}
+
+tref t_loop_end(tprog *p, tref next, tref begin) {
+    tref in[2] = { next, begin };
+    return push(p, T_LOOP_END, TN(p, next)->rows, TN(p, next)->w, in, 2);
+}
+
+void t_output(tprog *p, tref v) {
+    if (p->nouts < TPROG_MAX_IO) p->outs[p->nouts++] = v;
+}
+
+int64_t tir_param_offsets(const ir_graph *g, int64_t *off) {
+    int64_t at = 0;
+    for (int i = 0; i < g->np; i++) {
+        if (off) off[i] = at;
+        at += ir_param_numel(&g->params[i]);
+    }
+    return at;
+}
+
+#define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); return -1; } while (0)
+
+int tir_verify(const tprog *p, char *err, size_t errlen) {
+    tref open_loop = -1;
+    for (int i = 0; i < p->nn; i++) {
+        const tnode *n = &p->nodes[i];
+        if (n->op >= T_NUM_OPS) FAIL("%s: %%%d: bad op %d", p->name, i, n->op);
+        const t_opinfo *oi = &t_ops[n->op];
+        if (oi->arity >= 0 && n->nin != oi->arity) FAIL("%s: %%%d %s: %d operands, expected %d", p->name, i, oi->name, n->nin, oi->arity);
+        if (n->w < 1 || n->rows < 0) FAIL("%s: %%%d %s: bad shape [%d x %d]", p->name, i, oi->name, n->rows, n->w);
+        for (int k = 0; k < n->nin; k++) {
+            tref a = n->in[k];
+            if (a < 0 || a >= i) FAIL("%s: %%%d %s: operand %d refers to %%%d", p->name, i, oi->name, k, a);
+            /* no use of a loop body node after its loop */
+            if (open_loop < 0) {
+                for (int j = 0; j < i; j++) {
+                    const tnode *e = &p->nodes[j];
+                    if (e->op == T_LOOP_END && a > e->in[1] && a < j)
+                        FAIL("%s: %%%d uses %%%d from inside the loop that ends at %%%d", p->name, i, a, j);
+                }
+            }
+        }
+        if (oi->flags & TF_EW) {
+            int batched = 0, rows = 1;
+            for (int k = 0; k < n->nin; k++) {
+                const tnode *a = &p->nodes[n->in[k]];
+                if (a->w != n->w && a->w != 1) FAIL("%s: %%%d %s: operand width %d vs %d", p->name, i, oi->name, a->w, n->w);
+                if (a->rows == 0) batched = 1;
+                else if (a->rows != 1 && n->rows != a->rows) FAIL("%s: %%%d %s: operand rows %d vs %d", p->name, i, oi->name, a->rows, n->rows);
+                if (a->rows > rows) rows = a->rows;
+            }
+            if (batched != (n->rows == 0)) FAIL("%s: %%%d %s: batched mismatch", p->name, i, oi->name);
+        }
+        switch ((t_op)n->op) {
+        case T_MATMUL: {
+            const tnode *x = &p->nodes[n->in[0]], *w = &p->nodes[n->in[1]];
+            if (x->rows != 0 || w->rows == 0 || x->w != w->rows || n->w != w->w)
+                FAIL("%s: %%%d matmul: [%d x %d] times [%d x %d]", p->name, i, x->rows, x->w, w->rows, w->w);
+            break;
+        }
+        case T_GATHER: {
+            const tnode *x = &p->nodes[n->in[0]];
+            if (n->naux != n->w || x->rows != 0) FAIL("%s: %%%d gather: bad shape", p->name, i);
+            for (int k = 0; k < n->naux; k++)
+                if (p->ints[n->aux + k] < 0 || p->ints[n->aux + k] >= x->w) FAIL("%s: %%%d gather: index %d out of range", p->name, i, p->ints[n->aux + k]);
+            break;
+        }
+        case T_CONCAT: {
+            int w = 0;
+            for (int k = 0; k < n->nin; k++) {
+                if (p->nodes[n->in[k]].rows != 0) FAIL("%s: %%%d concat: unbatched operand", p->name, i);
+                w += p->nodes[n->in[k]].w;
+            }
+            if (w != n->w) FAIL("%s: %%%d concat: width", p->name, i);
+            break;
+        }
+        case T_LU_FWD:
+        case T_LU_INV: {
+            const tnode *x = &p->nodes[n->in[0]], *m = &p->nodes[n->in[1]];
+            if (x->rows != 0 || m->rows != x->w || m->w != x->w || n->w != x->w) FAIL("%s: %%%d lu: bad shapes", p->name, i);
+            break;
+        }
+        case T_DIAG: {
+            const tnode *m = &p->nodes[n->in[0]];
+            if (m->rows != m->w || n->rows != 1) FAIL("%s: %%%d diag: not square", p->name, i);
+            break;
+        }
+        case T_LOOP_BEGIN:
+            if (open_loop >= 0) FAIL("%s: %%%d: nested loop", p->name, i);
+            if (n->iattr[0] < 1) FAIL("%s: %%%d: loop trip count %d", p->name, i, n->iattr[0]);
+            open_loop = i;
+            break;
+        case T_LOOP_END: {
+            if (open_loop < 0 || n->in[1] != open_loop) FAIL("%s: %%%d: loop_end without its loop_begin", p->name, i);
+            const tnode *b = &p->nodes[open_loop], *nx = &p->nodes[n->in[0]];
+            if (b->w != nx->w || b->rows != nx->rows) FAIL("%s: %%%d: loop state changes shape", p->name, i);
+            open_loop = -1;
+            break;
+        }
+        case T_ARG:
+            if (n->iattr[0] < 0 || n->iattr[0] >= p->nargs || p->arg_w[n->iattr[0]] != n->w) FAIL("%s: %%%d: bad arg", p->name, i);
+            break;
+        default:
+            break;
+        }
+    }
+    if (open_loop >= 0) FAIL("%s: loop at %%%d is not closed", p->name, open_loop);
+    for (int k = 0; k < p->nouts; k++)
+        if (p->outs[k] < 0 || p->outs[k] >= p->nn || p->nodes[p->outs[k]].rows != 0) FAIL("%s: output %d is not a batched value", p->name, k);
+    return 0;
+}
+
+void tir_dump(const tprog *p, FILE *out) {
+    fprintf(out, "program %s (args", p->name);
+    for (int k = 0; k < p->nargs; k++) fprintf(out, " [%d]", p->arg_w[k]);
+    fprintf(out, ", scalars %d)\n", p->nscalars);
+    for (int i = 0; i < p->nn; i++) {
+        const tnode *n = &p->nodes[i];
+        fprintf(out, "  %%%d = %s", i, t_ops[n->op].name);
+        for (int k = 0; k < n->nin; k++) fprintf(out, " %%%d", n->in[k]);
+        if (n->rows == 0) fprintf(out, " [n x %d]", n->w);
+        else fprintf(out, " [%d x %d]", n->rows, n->w);
+        switch ((t_op)n->op) {
+        case T_ARG: case T_PARAM: case T_SCALAR: case T_RANDN: case T_RANDLOGISTIC: case T_LOOP_BEGIN:
+            fprintf(out, " #%d", n->iattr[0]);
+            break;
+        case T_CONST: case T_LEAKY:
+            fprintf(out, " %g", n->fattr[0]);
+            break;
+        case T_GATHER:
+            fputs(" [", out);
+            for (int k = 0; k < n->naux; k++) fprintf(out, "%s%d", k ? " " : "", p->ints[n->aux + k]);
+            fputc(']', out);
+            break;
+        default:
+            break;
+        }
+        fputc('\n', out);
+    }
+    fputs("  outputs", out);
+    for (int k = 0; k < p->nouts; k++) fprintf(out, " %%%d", p->outs[k]);
+    fputc('\n', out);
+}
