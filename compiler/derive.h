@@ -1,0 +1,25 @@
+/* compiler/derive.h: from a flow graph, the tensor-IR programs of a model.
+ *
+ *   forward   args: x [D], ctx [C]        outs: z [D], logdet [1]      z = f(x), log|det df/dx|
+ *   inverse   args: z [D], ctx [C]        outs: x [D], logdet [1]      x = f^-1(z), log|det df^-1/dz|
+ *   log_prob  args: x [D], ctx [C]        outs: lp [1]                 log p_base(f(x)) + log|det df/dx|
+ *   sample    args: ctx [C]; scalars: temperature
+ *                                         outs: x [D], lp [1]          z ~ base (scaled by temperature),
+ *                                                                      x = f^-1(z), lp = log p(x)
+ * (ctx only when the flow has a context.) Each flow-graph op has its forward rule and its
+ * inverse rule side by side in derive.c. The flow graph must have passed sema (invertible). */
+#ifndef NFC_DERIVE_H
+#define NFC_DERIVE_H
+#include "tir.h"
+
+enum { PROG_FORWARD, PROG_INVERSE, PROG_LOG_PROB, PROG_SAMPLE, PROG_COUNT };
+extern const char *const prog_names[PROG_COUNT];
+
+typedef struct {
+    tprog *p[PROG_COUNT];
+} derived;
+
+/* Returns 0, or -1 with a message (an internal error: sema accepted a graph derive cannot handle). */
+int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,238 @@
+/* tests/unit/test_derive.c: the derived programs, checked through the f64 interpreter by
+ * invariants, for every example and for small flows covering every primitive, with random
+ * non-trivial parameters (init_scale > 0):
+ *   inverse(forward(x)) = x                      (max abs error <= 1e-10)
+ *   logdet = log|det J|, J by central differences (relative 1e-6)
+ *   inverse logdet = -forward logdet at the same point
+ *   log_prob = log p_base(z) + logdet
+ *   2-D models: the density integrates to 1 on a grid (1e-3); samples have its moments */
+#include "t.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "derive.h"
+#include "front.h"
+#include "init.h"
+#include "interp.h"
+
+typedef struct {
+    arena     ar;
+    diag_ctx  dc;
+    ir_graph *g;
+    derived   dv;
+    double   *params;
+    int64_t  *off;
+    int       D, C;
+} model;
+
+static int load(model *m, const char *path, const char *text, double init_scale, uint64_t seed) {
+    arena_init(&m->ar);
+    diag_init(&m->dc, &m->ar);
+    sema_result res = { 0 };
+    int nerr = path ? front_compile_file(&m->dc, path, &res, NULL)
+                    : front_compile_text(&m->dc, "t.flow", text, strlen(text), &res, NULL);
+    if (nerr || res.nflows != 1) {
+        diag_render(&m->dc, stdout, 0);
+        return 0;
+    }
+    m->g = res.flows[0];
+    char err[256];
+    if (derive_all(m->g, &m->ar, &m->dv, err, sizeof err)) {
+        printf("    derive: %s\n", err);
+        return 0;
+    }
+    m->off = arena_alloc(&m->ar, sizeof(int64_t) * (size_t)(m->g->np + 1));
+    int64_t total = tir_param_offsets(m->g, m->off);
+    m->params = arena_alloc(&m->ar, sizeof(double) * (size_t)(total + 1));
+    init_params(m->g, m->params, seed, init_scale);
+    m->D = m->g->nodes[m->g->input].width;
+    m->C = m->g->context != IR_NONE ? m->g->nodes[m->g->context].width : 0;
+    return 1;
+}
+
+static void unload(model *m) { arena_free(&m->ar); }
+
+static void run(model *m, int prog, int64_t n, const double *a0, const double *a1, double *o0, double *o1) {
+    const double *args[2] = { a0, a1 };
+    double *outs[2] = { o0, o1 };
+    double temp = 1.0;
+    char err[256];
+    int rc = interp_run(m->dv.p[prog], n, 0, 42, args, &temp, outs, m->params, m->off, err, sizeof err);
+    CHECK(rc == 0, "%s", err);
+}
+
+static double urand(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return ((double)(*s >> 11) * 0x1p-53);
+}
+
+/* inputs in the domain of the flow: (0,1) for flows that start with logit, else normal-ish */
+static void make_inputs(double *x, int64_t n, int D, int unit, uint64_t *s) {
+    for (int64_t i = 0; i < n * D; i++) x[i] = unit ? 0.05 + 0.9 * urand(s) : 2.0 * (urand(s) * 2 - 1);
+}
+
+static void check_invariants(const char *name, const char *path, const char *text, int unit_domain) {
+    model m;
+    if (!load(&m, path, text, 0.4, 7)) { CHECK(0, "%s did not compile", name); return; }
+    const int64_t n = 13;
+    int D = m.D, C = m.C;
+    uint64_t s = 99;
+    double *x = malloc(sizeof(double) * n * D), *ctx = malloc(sizeof(double) * n * (C ? C : 1));
+    double *z = malloc(sizeof(double) * n * D), *ld = malloc(sizeof(double) * n);
+    double *x2 = malloc(sizeof(double) * n * D), *ld2 = malloc(sizeof(double) * n), *lp = malloc(sizeof(double) * n);
+    make_inputs(x, n, D, unit_domain, &s);
+    for (int64_t i = 0; i < n * C; i++) ctx[i] = urand(&s) < 0.5 ? 0.0 : 1.0;
+    run(&m, PROG_FORWARD, n, x, ctx, z, ld);
+    run(&m, PROG_INVERSE, n, z, ctx, x2, ld2);
+    run(&m, PROG_LOG_PROB, n, x, ctx, lp, NULL);
+    double maxerr = 0;
+    for (int64_t i = 0; i < n * D; i++) maxerr = fmax(maxerr, fabs(x2[i] - x[i]));
+    CHECK(maxerr <= 1e-10, "%s: max |inverse(forward(x)) - x| = %g", name, maxerr);
+    /* the transform is non-trivial: z differs from x */
+    double moved = 0;
+    for (int64_t i = 0; i < n * D; i++) moved = fmax(moved, fabs(z[i] - x[i]));
+    CHECK(moved > 1e-3, "%s: forward is the identity (init_scale had no effect)", name);
+    for (int64_t r = 0; r < n; r++) {
+        CHECK_NEAR(ld2[r], -ld[r], 1e-9 * (1 + fabs(ld[r])));
+        /* log p = log N(z; 0, I) + logdet for standard-normal bases */
+        if (m.g->base == BASE_NORMAL) {
+            double b = 0;
+            for (int j = 0; j < D; j++) b += -0.5 * z[r * D + j] * z[r * D + j] - 0.5 * log(2 * M_PI);
+            CHECK_NEAR(lp[r], b + ld[r], 1e-9 * (1 + fabs(lp[r])));
+        }
+    }
+    /* numerical Jacobian by central differences on the first rows */
+    double h = 1e-6;
+    double *xp = malloc(sizeof(double) * D), *xm = malloc(sizeof(double) * D);
+    double *zp = malloc(sizeof(double) * D), *zm = malloc(sizeof(double) * D), *J = malloc(sizeof(double) * D * D);
+    double dummy;
+    for (int r = 0; r < 3; r++) {
+        for (int j = 0; j < D; j++) {
+            memcpy(xp, x + r * D, sizeof(double) * D);
+            memcpy(xm, x + r * D, sizeof(double) * D);
+            xp[j] += h;
+            xm[j] -= h;
+            run(&m, PROG_FORWARD, 1, xp, ctx + r * C, zp, &dummy);
+            run(&m, PROG_FORWARD, 1, xm, ctx + r * C, zm, &dummy);
+            for (int i = 0; i < D; i++) J[i * D + j] = (zp[i] - zm[i]) / (2 * h);
+        }
+        /* log|det J| by LU with partial pivoting */
+        double logdet = 0;
+        for (int k = 0; k < D; k++) {
+            int piv = k;
+            for (int i = k + 1; i < D; i++) if (fabs(J[i * D + k]) > fabs(J[piv * D + k])) piv = i;
+            if (piv != k) for (int j = 0; j < D; j++) { double t = J[k * D + j]; J[k * D + j] = J[piv * D + j]; J[piv * D + j] = t; }
+            logdet += log(fabs(J[k * D + k]));
+            for (int i = k + 1; i < D; i++) {
+                double f = J[i * D + k] / J[k * D + k];
+                for (int j = k; j < D; j++) J[i * D + j] -= f * J[k * D + j];
+            }
+        }
+        CHECK(fabs(logdet - ld[r]) <= 1e-6 * fmax(1.0, fabs(ld[r])), "%s row %d: numerical log|det J| %.10g, derived %.10g",
+              name, r, logdet, ld[r]);
+    }
+    free(xp); free(xm); free(zp); free(zm); free(J);
+    free(x); free(ctx); free(z); free(ld); free(x2); free(ld2); free(lp);
+    unload(&m);
+}
+
+TEST(examples_invariants) {
+    check_invariants("moons", "examples/moons.flow", NULL, 0);
+    check_invariants("maf8", "examples/maf.flow", NULL, 0);
+    check_invariants("glow16", "examples/glow_dense.flow", NULL, 0);
+    check_invariants("cmoons", "examples/cmoons.flow", NULL, 0);
+    check_invariants("custom", "examples/custom.flow", NULL, 0);
+}
+
+TEST(primitive_invariants) {
+    check_invariants("affine exp", NULL, "flow f { input x: f64[3]\n affine_coupling mask=[0,1,1] net=mlp(8) scaling=exp\n reverse\n affine_coupling net=mlp(8, act=tanh) scaling=exp }", 0);
+    check_invariants("affine tanh", NULL, "flow f { input x: f64[4]\n affine_coupling mask=alternate net=mlp(8, act=elu) clamp=1.5\n permute seed=3\n affine_coupling mask=alternate(1) net=mlp(8, act=gelu) }", 0);
+    check_invariants("affine sigmoid", NULL, "flow f { input x: f64[4]\n affine_coupling net=mlp(8, act=softplus) scaling=sigmoid\n permute\n affine_coupling net=mlp(8, act=sigmoid) scaling=sigmoid }", 0);
+    check_invariants("additive", NULL, "flow f { input x: f64[5]\n additive_coupling mask=half net=mlp(8, act=leaky_relu)\n reverse\n additive_coupling net=mlp(8) }", 0);
+    check_invariants("actnorm + linear lu", NULL, "flow f { input x: f64[5]\n actnorm\n linear lu\n actnorm\n linear }", 0);
+    check_invariants("leaky_relu", NULL, "flow f { input x: f64[3]\n actnorm\n leaky_relu slope=0.2\n linear lu\n leaky_relu }", 0);
+    check_invariants("sigmoid", NULL, "flow f { input x: f64[3]\n actnorm\n sigmoid }", 0);
+    check_invariants("logit", NULL, "flow f { input x: f64[3]\n logit\n actnorm }", 1);
+    check_invariants("maf exp", NULL, "flow f { input x: f64[4]\n maf net=made(16, 16) scaling=exp\n reverse\n maf net=made(12, act=tanh) }", 0);
+    check_invariants("maf context", NULL, "flow f { input x: f64[3]\n context c: f64[2]\n maf net=made(16)\n reverse\n maf net=made(8) scaling=sigmoid }", 0);
+    check_invariants("maf 1-D", NULL, "flow f { input x: f64[1]\n context c: f64[2]\n maf net=made(4) }", 0);
+    check_invariants("learned base", NULL, "flow f { input x: f64[2]\n base normal(learned)\n affine_coupling net=mlp(8) }", 0);
+    check_invariants("logistic base", NULL, "flow f { input x: f64[2]\n base logistic\n affine_coupling net=mlp(8) }", 0);
+    check_invariants("glow_step", NULL, "flow f { input x: f64[6]\n repeat 2 { glow_step net=mlp(8) } }", 0);
+    check_invariants("residual net", NULL, "net r(h) { dense h tanh; residual { dense h relu; dense h }; dense out }\n"
+                     "flow f { input x: f64[4]\n context c: f64[1]\n affine_coupling net=r(8)\n reverse\n additive_coupling net=r(6) }", 0);
+    check_invariants("graph form", NULL, "flow f { input x: f64[5]\n a, b = split x [2, 3]\n s, t = chunk mlp(8)(a) 2\n"
+                     " b2 = affine b scale=s shift=t scaling=exp\n u = additive a shift=mlp(8)(b2)\n z = concat b2, u\n output z }", 0);
+}
+
+/* the density of a 2-D model integrates to 1, and samples have the moments it implies */
+static void check_density(const char *path, const double *ctxval) {
+    model m;
+    if (!load(&m, path, NULL, 0.3, 11)) { CHECK(0, "%s did not compile", path); return; }
+    const int G = 200;
+    const double L = 9.0, hstep = 2 * L / G;
+    int64_t n = (int64_t)G * G;
+    double *x = malloc(sizeof(double) * n * 2), *lp = malloc(sizeof(double) * n), *ctx = malloc(sizeof(double) * n * 2);
+    for (int i = 0; i < G; i++)
+        for (int j = 0; j < G; j++) {
+            x[((int64_t)i * G + j) * 2] = -L + (i + 0.5) * hstep;
+            x[((int64_t)i * G + j) * 2 + 1] = -L + (j + 0.5) * hstep;
+        }
+    for (int64_t r = 0; r < n; r++) { ctx[2 * r] = ctxval ? ctxval[0] : 0; ctx[2 * r + 1] = ctxval ? ctxval[1] : 0; }
+    run(&m, PROG_LOG_PROB, n, x, ctx, lp, NULL);
+    double mass = 0, mean[2] = { 0, 0 };
+    for (int64_t r = 0; r < n; r++) {
+        double p = exp(lp[r]) * hstep * hstep;
+        mass += p;
+        mean[0] += p * x[2 * r];
+        mean[1] += p * x[2 * r + 1];
+    }
+    CHECK(fabs(mass - 1.0) <= 1e-3, "%s: density integrates to %.6f", path, mass);
+    double var[2] = { 0, 0 };
+    for (int64_t r = 0; r < n; r++) {
+        double p = exp(lp[r]) * hstep * hstep;
+        for (int k = 0; k < 2; k++) var[k] += p * (x[2 * r + k] - mean[k]) * (x[2 * r + k] - mean[k]);
+    }
+    /* samples */
+    const int64_t S = 20000;
+    double *xs = malloc(sizeof(double) * S * 2), *lps = malloc(sizeof(double) * S), *cs = malloc(sizeof(double) * S * 2);
+    for (int64_t r = 0; r < S; r++) { cs[2 * r] = ctx[0]; cs[2 * r + 1] = ctx[1]; }
+    const double *args[1] = { cs };
+    double *outs[2] = { xs, lps };
+    double temp = 1.0;
+    char err[256];
+    CHECK(interp_run(m.dv.p[PROG_SAMPLE], S, 0, 2024, args, &temp, outs, m.params, m.off, err, sizeof err) == 0, "%s", err);
+    double sm[2] = { 0, 0 };
+    for (int64_t r = 0; r < S; r++) { sm[0] += xs[2 * r]; sm[1] += xs[2 * r + 1]; }
+    for (int k = 0; k < 2; k++) {
+        sm[k] /= S;
+        double se = sqrt(var[k] / S);
+        CHECK(fabs(sm[k] - mean[k]) <= 5 * se, "%s: sample mean[%d] %.4f, density mean %.4f (se %.4f)", path, k, sm[k], mean[k], se);
+    }
+    double sv[2] = { 0, 0 };
+    for (int64_t r = 0; r < S; r++) for (int k = 0; k < 2; k++) sv[k] += (xs[2 * r + k] - sm[k]) * (xs[2 * r + k] - sm[k]);
+    for (int k = 0; k < 2; k++) {
+        sv[k] /= S - 1;
+        CHECK(fabs(sv[k] - var[k]) <= 0.05 * var[k], "%s: sample var[%d] %.4f, density var %.4f", path, k, sv[k], var[k]);
+    }
+    /* the sample program's log-density agrees with log_prob at the sampled points */
+    double *lp2 = malloc(sizeof(double) * 64);
+    run(&m, PROG_LOG_PROB, 64, xs, cs, lp2, NULL);
+    for (int r = 0; r < 64; r++) CHECK_NEAR(lp2[r], lps[r], 1e-8 * (1 + fabs(lps[r])));
+    free(lp2); free(xs); free(lps); free(cs); free(x); free(lp); free(ctx);
+    unload(&m);
+}
+
+TEST(density_integrates_to_one_and_samples_match) {
+    check_density("examples/moons.flow", NULL);
+    double c[2] = { 0, 1 };
+    check_density("examples/cmoons.flow", c);
+}
+
+int main(void) {
+    RUN(examples_invariants);
+    RUN(primitive_invariants);
+    RUN(density_integrates_to_one_and_samples_match);
+    return t_done();
+}
