@@ -58,13 +58,16 @@ char *arena_strndup(arena *a, const char *s, size_t n) {
 char *arena_strdup(arena *a, const char *s) { return arena_strndup(a, s, strlen(s)); }
 
 char *arena_vprintf(arena *a, const char *fmt, va_list ap) {
+    if (!fmt) fmt = ""; /* keeps gcc -fsanitize=undefined from warning about a null format */
+    char small[256];
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
+    int n = vsnprintf(small, sizeof small, fmt, ap2);
     va_end(ap2);
     if (n < 0) n = 0;
     char *p = arena_alloc(a, (size_t)n + 1);
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    if ((size_t)n < sizeof small) memcpy(p, small, (size_t)n + 1);
+    else vsnprintf(p, (size_t)n + 1, fmt, ap);
     return p;
 }
 
@@ -172,7 +175,7 @@ void diag_render_one(const diag_ctx *dc, const diag *d, FILE *out, int color) {
 void diag_render(const diag_ctx *dc, FILE *out, int color) {
     for (int i = 0; i < dc->nd; i++) diag_render_one(dc, &dc->d[i], out, color);
     if (dc->capped)
-        fprintf(out, "nfc: fatal error: too many errors emitted (%d), stopping now\n", dc->nerrors);
+        fprintf(out, "nfc: fatal error: too many errors (more than %d), stopping now\n", DIAG_MAX_ERRORS);
 }
 
 /* ---- edit distance ---- */

@@ -486,6 +486,18 @@ static void reset(dctx *d, tprog *p) {
     d->like = -1;
 }
 
+tref derive_log_prob_into(const ir_graph *g, tprog *p, char *err, size_t errlen) {
+    dctx d;
+    memset(&d, 0, sizeof d);
+    d.g = g;
+    d.err = err;
+    d.errlen = errlen;
+    d.val = arena_alloc(p->ar, sizeof(tref) * (size_t)(g->nn + 1));
+    reset(&d, p);
+    if (emit_forward(&d)) return -1;
+    return t_bin(p, T_ADD, base_logp(&d, d.val[g->output]), final_ld(&d));
+}
+
 int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t errlen) {
     dctx d;
     memset(&d, 0, sizeof d);

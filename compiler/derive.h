@@ -19,6 +19,10 @@ typedef struct {
     tprog *p[PROG_COUNT];
 } derived;
 
+/* Emit the log_prob program's nodes into p (args x, ctx as above); returns the lp value, or
+ * -1 with a message. Used by grad.c to differentiate it. */
+tref derive_log_prob_into(const ir_graph *g, tprog *p, char *err, size_t errlen);
+
 /* Returns 0, or -1 with a message (an internal error: sema accepted a graph derive cannot handle). */
 int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t errlen);
 

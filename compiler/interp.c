@@ -58,6 +58,7 @@ static double unary(int op, double x, double a) {
     case T_SQUARE: return x * x;
     case T_ABS: return fabs(x);
     case T_STEP: return x > 0 ? 1.0 : 0.0;
+    case T_NONZERO: return x != 0 ? 1.0 : 0.0;
     default: return NAN;
     }
 }
@@ -183,6 +184,67 @@ int interp_run(const tprog *p, int64_t n, int64_t row0, int64_t seed, const doub
             }
             break;
         }
+        case T_BATCHSUM:
+            for (int j = 0; j < w; j++) {
+                double acc = 0;
+                for (int64_t r = 0; r < n; r++) acc += A[r * a->w + j];
+                o[j] = acc;
+            }
+            break;
+        case T_MATMUL_TN: {
+            const tnode *b = &p->nodes[nd->in[1]];
+            const double *B = val[nd->in[1]];
+            memset(o, 0, sizeof(double) * (size_t)(rows * w));
+            for (int64_t r = 0; r < n; r++)
+                for (int i2 = 0; i2 < a->w; i2++)
+                    for (int j = 0; j < b->w; j++) o[(int64_t)i2 * w + j] += A[r * a->w + i2] * B[r * b->w + j];
+            break;
+        }
+        case T_MATMUL_NT: {
+            const tnode *W = &p->nodes[nd->in[1]];
+            const double *B = val[nd->in[1]];
+            for (int64_t r = 0; r < n; r++)
+                for (int i2 = 0; i2 < w; i2++) {
+                    double acc = 0;
+                    for (int j = 0; j < W->w; j++) acc += A[r * a->w + j] * B[(int64_t)i2 * W->w + j];
+                    o[r * w + i2] = acc;
+                }
+            break;
+        }
+        case T_SCATTER:
+            memset(o, 0, sizeof(double) * (size_t)(n * w));
+            for (int64_t r = 0; r < n; r++)
+                for (int j = 0; j < a->w; j++) o[r * w + p->ints[nd->aux + j]] += A[r * a->w + j];
+            break;
+        case T_DIAGEMBED:
+            memset(o, 0, sizeof(double) * (size_t)(rows * w));
+            for (int j = 0; j < w; j++) o[(int64_t)j * w + j] = A[j];
+            break;
+        case T_LU_U:
+        case T_LU_LT:
+        case T_LU_UT: {
+            const double *M = val[nd->in[1]];
+            int D = w;
+            for (int64_t r = 0; r < n; r++) {
+                const double *x = A + r * D;
+                double *y = o + r * D;
+                for (int k = 0; k < D; k++) {
+                    double acc;
+                    if (nd->op == T_LU_U) {
+                        acc = exp(M[(int64_t)k * D + k]) * x[k];
+                        for (int j = k + 1; j < D; j++) acc += M[(int64_t)k * D + j] * x[j];
+                    } else if (nd->op == T_LU_LT) {
+                        acc = x[k];
+                        for (int j = k + 1; j < D; j++) acc += M[(int64_t)j * D + k] * x[j];
+                    } else {
+                        acc = exp(M[(int64_t)k * D + k]) * x[k];
+                        for (int j = 0; j < k; j++) acc += M[(int64_t)j * D + k] * x[j];
+                    }
+                    y[k] = acc;
+                }
+            }
+            break;
+        }
         case T_RANDN:
         case T_RANDLOGISTIC:
             for (int64_t r = 0; r < n; r++)
@@ -223,6 +285,16 @@ int interp_run(const tprog *p, int64_t n, int64_t row0, int64_t seed, const doub
     for (int k = 0; k < p->nouts; k++) {
         const tnode *v = &p->nodes[p->outs[k]];
         memcpy(outs[k], val[p->outs[k]], sizeof(double) * (size_t)(n * v->w));
+    }
+    if (p->ngrad > 0) {
+        double *gout = outs[p->nouts];
+        memset(gout, 0, sizeof(double) * (size_t)p->param_total);
+        for (int k = 0; k < p->ngrad; k++) {
+            const tnode *v = &p->nodes[p->gval[k]];
+            const double *src = val[p->gval[k]];
+            double *dst = gout + param_off[p->gparam[k]];
+            for (int64_t e = 0; e < (int64_t)v->rows * v->w; e++) dst[e] += src[e];
+        }
     }
     for (int i = 0; i < p->nn; i++) free(val[i]);
     free(val);

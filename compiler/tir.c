@@ -159,6 +159,47 @@ void t_output(tprog *p, tref v) {
     if (p->nouts < TPROG_MAX_IO) p->outs[p->nouts++] = v;
 }
 
+tref t_batchsum(tprog *p, tref x) { return push(p, T_BATCHSUM, 1, TN(p, x)->w, &x, 1); }
+
+tref t_matmul_tn(tprog *p, tref a, tref b) {
+    tref in[2] = { a, b };
+    return push(p, T_MATMUL_TN, TN(p, a)->w, TN(p, b)->w, in, 2);
+}
+
+tref t_matmul_nt(tprog *p, tref g, tref w) {
+    tref in[2] = { g, w };
+    return push(p, T_MATMUL_NT, 0, TN(p, w)->rows, in, 2);
+}
+
+tref t_scatter(tprog *p, tref x, const int32_t *idx, int n, int width) {
+    tref r = push(p, T_SCATTER, 0, width, &x, 1);
+    int32_t at = p->nints;
+    for (int i = 0; i < n; i++) VEC_PUSH(p->ar, p->ints, p->nints, p->cap_ints, idx[i]);
+    TN(p, r)->aux = at;
+    TN(p, r)->naux = n;
+    TN(p, r)->iattr[0] = width;
+    return r;
+}
+
+tref t_diagembed(tprog *p, tref v) { return push(p, T_DIAGEMBED, TN(p, v)->w, TN(p, v)->w, &v, 1); }
+
+void t_grad_output(tprog *p, int param, tref v) {
+    VEC_PUSH(p->ar, p->gval, p->ngrad, p->cap_grad, v);
+    int n = p->ngrad - 1;
+    VEC_PUSH(p->ar, p->gparam, n, p->cap_gparam, param);
+}
+
+void tir_sections(const tprog *p, int8_t *sec) {
+    for (int i = 0; i < p->nn; i++) {
+        const tnode *n = &p->nodes[i];
+        if (n->rows == 0) { sec[i] = SEC_BATCHED; continue; }
+        int s = SEC_PROLOGUE;
+        if (t_ops[n->op].flags & TF_RED) s = SEC_EPILOGUE;
+        for (int k = 0; k < n->nin; k++) if (sec[n->in[k]] == SEC_EPILOGUE) s = SEC_EPILOGUE;
+        sec[i] = (int8_t)s;
+    }
+}
+
 int64_t tir_param_offsets(const ir_graph *g, int64_t *off) {
     int64_t at = 0;
     for (int i = 0; i < g->np; i++) {
@@ -235,6 +276,38 @@ int tir_verify(const tprog *p, char *err, size_t errlen) {
             if (m->rows != m->w || n->rows != 1) FAIL("%s: %%%d diag: not square", p->name, i);
             break;
         }
+        case T_BATCHSUM:
+            if (p->nodes[n->in[0]].rows != 0 || n->rows != 1) FAIL("%s: %%%d batchsum: bad shapes", p->name, i);
+            break;
+        case T_MATMUL_TN: {
+            const tnode *a = &p->nodes[n->in[0]], *b = &p->nodes[n->in[1]];
+            if (a->rows != 0 || b->rows != 0 || n->rows != a->w || n->w != b->w) FAIL("%s: %%%d matmul_tn: bad shapes", p->name, i);
+            break;
+        }
+        case T_MATMUL_NT: {
+            const tnode *g = &p->nodes[n->in[0]], *w = &p->nodes[n->in[1]];
+            if (g->rows != 0 || w->rows == 0 || g->w != w->w || n->w != w->rows) FAIL("%s: %%%d matmul_nt: bad shapes", p->name, i);
+            break;
+        }
+        case T_SCATTER: {
+            const tnode *x = &p->nodes[n->in[0]];
+            if (x->rows != 0 || n->naux != x->w || n->w != n->iattr[0]) FAIL("%s: %%%d scatter: bad shapes", p->name, i);
+            for (int k = 0; k < n->naux; k++)
+                if (p->ints[n->aux + k] < 0 || p->ints[n->aux + k] >= n->w) FAIL("%s: %%%d scatter: index out of range", p->name, i);
+            break;
+        }
+        case T_DIAGEMBED: {
+            const tnode *v = &p->nodes[n->in[0]];
+            if (v->rows != 1 || n->rows != v->w || n->w != v->w) FAIL("%s: %%%d diagembed: bad shapes", p->name, i);
+            break;
+        }
+        case T_LU_U:
+        case T_LU_LT:
+        case T_LU_UT: {
+            const tnode *x = &p->nodes[n->in[0]], *m = &p->nodes[n->in[1]];
+            if (x->rows != 0 || m->rows != x->w || m->w != x->w || n->w != x->w) FAIL("%s: %%%d lu: bad shapes", p->name, i);
+            break;
+        }
         case T_LOOP_BEGIN:
             if (open_loop >= 0) FAIL("%s: %%%d: nested loop", p->name, i);
             if (n->iattr[0] < 1) FAIL("%s: %%%d: loop trip count %d", p->name, i, n->iattr[0]);
@@ -257,6 +330,8 @@ int tir_verify(const tprog *p, char *err, size_t errlen) {
     if (open_loop >= 0) FAIL("%s: loop at %%%d is not closed", p->name, open_loop);
     for (int k = 0; k < p->nouts; k++)
         if (p->outs[k] < 0 || p->outs[k] >= p->nn || p->nodes[p->outs[k]].rows != 0) FAIL("%s: output %d is not a batched value", p->name, k);
+    for (int k = 0; k < p->ngrad; k++)
+        if (p->gval[k] < 0 || p->gval[k] >= p->nn || p->nodes[p->gval[k]].rows == 0) FAIL("%s: gradient output %d is not an unbatched value", p->name, k);
     return 0;
 }
 

@@ -38,7 +38,13 @@
  * every parameter of the flow graph, concatenated in index order, each row-major (offsets
  * from tir_param_offsets); ws is a workspace, 64-byte aligned, of the size the backend
  * reports for the program (independent of n). Buffers in args/outs need only the natural
- * alignment of T. Calls with different ws may run concurrently.
+ * alignment of T. Calls with different ws may run concurrently. A program with gradient
+ * outputs (ngrad > 0) writes them to outs[nouts] (see tprog.gval).
+ *
+ * Sections: an implementation evaluates (1) the prologue, unbatched nodes that depend on no
+ * batched node (parameters and what is computed from them alone); (2) batched nodes, per
+ * tile of rows, accumulating TF_RED reductions over all tiles; (3) the epilogue, unbatched
+ * nodes that depend on a reduction. tir_section() tells which is which.
  */
 #ifndef NFC_TIR_H
 #define NFC_TIR_H
@@ -51,7 +57,7 @@ typedef enum {
     T_NUM_OPS
 } t_op;
 
-enum { TF_EW = 1 };
+enum { TF_EW = 1, TF_RED = 2 };
 typedef struct { const char *name; int arity; int flags; } t_opinfo;
 extern const t_opinfo t_ops[T_NUM_OPS];
 
@@ -80,6 +86,11 @@ typedef struct {
     int         nargs;  int arg_w[TPROG_MAX_IO];   /* batched inputs and their widths */
     int         nscalars;
     int         nouts;  tref outs[TPROG_MAX_IO];   /* batched outputs */
+    /* gradient outputs (grad.c): value gval[k] is the gradient of parameter gparam[k]; a
+     * kernel writes them into outs[nouts], a flat array laid out like params, as the sum
+     * over the call's rows (parameters without a gradient output get 0) */
+    tref       *gval;   int32_t *gparam; int ngrad, cap_grad, cap_gparam;
+    int64_t     param_total;                        /* length of the gradient array */
 } tprog;
 
 /* ---- building (used by derive.c and by tests) ---- */
@@ -103,6 +114,16 @@ tref   t_rand(tprog *p, t_op op, int w, int salt);
 tref   t_loop_begin(tprog *p, tref init, int trips);
 tref   t_loop_end(tprog *p, tref next, tref begin);
 void   t_output(tprog *p, tref v);
+tref   t_batchsum(tprog *p, tref x);
+tref   t_matmul_tn(tprog *p, tref a, tref b);
+tref   t_matmul_nt(tprog *p, tref g, tref w);
+tref   t_scatter(tprog *p, tref x, const int32_t *idx, int n, int width);
+tref   t_diagembed(tprog *p, tref v);
+void   t_grad_output(tprog *p, int param, tref v);
+
+enum { SEC_PROLOGUE = 0, SEC_BATCHED = 1, SEC_EPILOGUE = 2 };
+/* The section of every node (sec[] has p->nn entries). */
+void   tir_sections(const tprog *p, int8_t *sec);
 
 /* ---- queries ---- */
 /* Offsets of each parameter in the flat params array, and the total (in elements). */

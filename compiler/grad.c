@@ -1,0 +1,224 @@
+/* compiler/grad.c: reverse-mode differentiation of tensor-IR programs (see grad.h).
+ * Input: a program (the log_prob program of a flow) and the value to differentiate.
+ * Output: the same program with backward nodes appended and gradient outputs for every
+ * parameter. Each op's vector-Jacobian product is in vjp(); adjoints may be broadcast
+ * (narrower than their value) and are reduced to the operand's shape (sum over the batch
+ * for parameters, over features for width-1 operands) when they flow into it.
+ * NaN safety: where a rule multiplies the adjoint by something that can be infinite (1/x,
+ * exp(x)), a zero adjoint gives exactly zero (SELECT(NONZERO(g), g*f, 0)), so a branch a
+ * SELECT discarded cannot turn its zero adjoint into NaN; a NaN adjoint still propagates. */
+#include "grad.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "derive.h"
+
+typedef struct {
+    tprog *p;
+    tref  *adj;    /* adjoint of forward node i, -1 if none */
+    int    nf;
+    char  *err;
+    size_t errlen;
+} gctx;
+
+static tnode *TN(gctx *c, tref r) { return &c->p->nodes[r]; }
+static tref cst(gctx *c, double v) { return t_const(c->p, v); }
+static tref mul(gctx *c, tref a, tref b) { return t_bin(c->p, T_MUL, a, b); }
+static tref add(gctx *c, tref a, tref b) { return t_bin(c->p, T_ADD, a, b); }
+static tref neg(gctx *c, tref a) { return t_un(c->p, T_NEG, a); }
+
+/* zero adjoint -> zero, whatever f is */
+static tref safe_mul(gctx *c, tref g, tref f) {
+    return t_select(c->p, t_un(c->p, T_NONZERO, g), mul(c, g, f), cst(c, 0.0));
+}
+
+/* an adjoint with exactly the shape of value v */
+static tref full(gctx *c, tref g, tref v) {
+    const tnode *G = TN(c, g), *V = TN(c, v);
+    if (G->w == V->w && (G->rows == V->rows || (V->rows == 0 && G->rows == 0))) return g;
+    tref zeros = mul(c, t_un(c->p, T_STEP, v), cst(c, 0.0));
+    return add(c, zeros, g);
+}
+
+/* reduce a contribution to the shape of operand v (undo broadcasting) */
+static tref reduce_to(gctx *c, tref g, tref v) {
+    const tnode *V = TN(c, v);
+    if (V->rows != 0 && TN(c, g)->rows == 0) g = t_batchsum(c->p, g);
+    if (V->w == 1 && TN(c, g)->w > 1) g = t_rowsum(c->p, g);
+    return g;
+}
+
+static void acc(gctx *c, tref v, tref g) {
+    if (v < 0 || g < 0) return;
+    const tnode *n = TN(c, v);
+    /* constants and data need no adjoint */
+    if (n->op == T_CONST || n->op == T_CONSTTENSOR || n->op == T_SCALAR || n->op == T_ARG || n->op == T_RANDN ||
+        n->op == T_RANDLOGISTIC)
+        return;
+    /* the adjoint of a batched value is batched: a broadcast one would lose the sum over rows
+     * when it reaches an unbatched operand */
+    if (n->rows == 0 && TN(c, g)->rows != 0) g = full(c, g, v);
+    g = reduce_to(c, g, v);
+    c->adj[v] = c->adj[v] < 0 ? g : add(c, c->adj[v], g);
+}
+
+static int vjp(gctx *c, tref i) {
+    tprog *p = c->p;
+    const tnode n = *TN(c, i); /* copy: the node array grows below */
+    tref g = c->adj[i];
+    tref a = n.nin > 0 ? n.in[0] : -1, b = n.nin > 1 ? n.in[1] : -1;
+    switch ((t_op)n.op) {
+    case T_ARG: case T_PARAM: case T_CONST: case T_CONSTTENSOR: case T_SCALAR:
+    case T_RANDN: case T_RANDLOGISTIC: case T_STEP: case T_NONZERO:
+        return 0;
+    case T_NEG: acc(c, a, neg(c, g)); return 0;
+    case T_EXP: acc(c, a, safe_mul(c, g, i)); return 0;
+    case T_LOG: acc(c, a, safe_mul(c, g, t_bin(p, T_DIV, cst(c, 1.0), a))); return 0;
+    case T_LOG1P: acc(c, a, safe_mul(c, g, t_bin(p, T_DIV, cst(c, 1.0), add(c, a, cst(c, 1.0))))); return 0;
+    case T_EXPM1: acc(c, a, safe_mul(c, g, add(c, i, cst(c, 1.0)))); return 0;
+    case T_TANH: acc(c, a, mul(c, g, t_bin(p, T_SUB, cst(c, 1.0), t_un(p, T_SQUARE, i)))); return 0;
+    case T_SIGMOID: acc(c, a, mul(c, g, mul(c, i, t_bin(p, T_SUB, cst(c, 1.0), i)))); return 0;
+    case T_LOGSIGMOID: acc(c, a, mul(c, g, t_un(p, T_SIGMOID, neg(c, a)))); return 0;
+    case T_SOFTPLUS: acc(c, a, mul(c, g, t_un(p, T_SIGMOID, a))); return 0;
+    case T_RELU: acc(c, a, t_select(p, a, g, cst(c, 0.0))); return 0;
+    case T_ELU: acc(c, a, t_select(p, a, g, mul(c, g, add(c, i, cst(c, 1.0))))); return 0;
+    case T_LEAKY: acc(c, a, t_select(p, a, g, mul(c, g, cst(c, n.fattr[0])))); return 0;
+    case T_GELU: {
+        /* d/dx 0.5 x (1 + tanh(k (x + 0.044715 x^3))) = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 * 0.044715 x^2) */
+        const double k = 0.7978845608028654;
+        tref x2 = t_un(p, T_SQUARE, a);
+        tref inner = mul(c, cst(c, k), add(c, a, mul(c, cst(c, 0.044715), mul(c, x2, a))));
+        tref t = t_un(p, T_TANH, inner);
+        tref d1 = mul(c, cst(c, 0.5), add(c, cst(c, 1.0), t));
+        tref d2 = mul(c, mul(c, cst(c, 0.5 * k), a), mul(c, t_bin(p, T_SUB, cst(c, 1.0), t_un(p, T_SQUARE, t)),
+                                                     add(c, cst(c, 1.0), mul(c, cst(c, 3 * 0.044715), x2))));
+        acc(c, a, mul(c, g, add(c, d1, d2)));
+        return 0;
+    }
+    case T_SQUARE: acc(c, a, mul(c, g, mul(c, cst(c, 2.0), a))); return 0;
+    case T_ABS: acc(c, a, t_select(p, a, g, neg(c, g))); return 0;
+    case T_ADD: acc(c, a, g); acc(c, b, g); return 0;
+    case T_SUB: acc(c, a, g); acc(c, b, neg(c, g)); return 0;
+    case T_MUL: acc(c, a, mul(c, g, b)); acc(c, b, mul(c, g, a)); return 0;
+    case T_DIV:
+        acc(c, a, safe_mul(c, g, t_bin(p, T_DIV, cst(c, 1.0), b)));
+        acc(c, b, safe_mul(c, g, neg(c, t_bin(p, T_DIV, i, b))));
+        return 0;
+    case T_MAX:
+    case T_MIN: {
+        tref d = n.op == T_MAX ? t_bin(p, T_SUB, a, b) : t_bin(p, T_SUB, b, a);
+        acc(c, a, t_select(p, d, g, cst(c, 0.0)));
+        acc(c, b, t_select(p, d, cst(c, 0.0), g));
+        return 0;
+    }
+    case T_SELECT:
+        acc(c, n.in[1], t_select(p, a, g, cst(c, 0.0)));
+        acc(c, n.in[2], t_select(p, a, cst(c, 0.0), g));
+        return 0;
+    case T_MATMUL: {
+        tref gf = full(c, g, i);
+        acc(c, a, t_matmul_nt(p, gf, b));
+        acc(c, b, t_matmul_tn(p, a, gf));
+        return 0;
+    }
+    case T_GATHER: {
+        tref gf = full(c, g, i);
+        acc(c, a, t_scatter(p, gf, &p->ints[n.aux], n.naux, TN(c, a)->w));
+        return 0;
+    }
+    case T_CONCAT: {
+        tref gf = full(c, g, i);
+        int off = 0;
+        for (int k = 0; k < n.nin; k++) {
+            int w = TN(c, n.in[k])->w;
+            int32_t *idx = malloc(sizeof(int32_t) * (size_t)w);
+            for (int j = 0; j < w; j++) idx[j] = off + j;
+            acc(c, n.in[k], t_gather(p, gf, idx, w));
+            free(idx);
+            off += w;
+        }
+        return 0;
+    }
+    case T_ROWSUM:
+        acc(c, a, g); /* broadcast over the features of a */
+        return 0;
+    case T_BATCHSUM:
+        acc(c, a, g);
+        return 0;
+    case T_DIAG:
+        acc(c, a, t_diagembed(p, full(c, g, i)));
+        return 0;
+    case T_LU_FWD: {
+        /* y = L u, u = U x.  dx = U^T L^T dy; dL = dy u^T (strictly lower); dU = (L^T dy) x^T
+         * (upper; its diagonal through exp) */
+        tref gf = full(c, g, i);
+        int D = n.w;
+        tref u = t_lu(p, T_LU_U, a, b);
+        tref lg = t_lu(p, T_LU_LT, gf, b);
+        acc(c, a, t_lu(p, T_LU_UT, lg, b));
+        double *lower = malloc(sizeof(double) * (size_t)D * D), *upper = malloc(sizeof(double) * (size_t)D * D);
+        for (int r = 0; r < D; r++)
+            for (int q = 0; q < D; q++) { lower[r * D + q] = r > q; upper[r * D + q] = r < q; }
+        tref dl = mul(c, t_matmul_tn(p, gf, u), t_consttensor(p, lower, D, D));
+        tref du_full = t_matmul_tn(p, lg, a);
+        tref du = mul(c, du_full, t_consttensor(p, upper, D, D));
+        tref ddiag = t_diagembed(p, mul(c, t_diag(p, du_full), t_un(p, T_EXP, t_diag(p, b))));
+        free(lower);
+        free(upper);
+        acc(c, b, add(c, add(c, dl, du), ddiag));
+        return 0;
+    }
+    default:
+        snprintf(c->err, c->errlen, "gradient: %s is not differentiable yet", t_ops[n.op].name);
+        return -1;
+    }
+}
+
+int grad_append(tprog *p, const ir_graph *g, tref of, tref seed, char *err, size_t errlen) {
+    gctx c;
+    memset(&c, 0, sizeof c);
+    c.p = p;
+    c.nf = p->nn;
+    c.err = err;
+    c.errlen = errlen;
+    c.adj = malloc(sizeof(tref) * (size_t)c.nf);
+    if (!c.adj) { snprintf(err, errlen, "out of memory"); return -1; }
+    for (int i = 0; i < c.nf; i++) c.adj[i] = -1;
+    c.adj[of] = p->nodes[of].rows == 0 ? full(&c, seed, of) : seed;
+    int rc = 0;
+    for (int i = c.nf - 1; i >= 0 && rc == 0; i--) {
+        if (c.adj[i] < 0) continue;
+        rc = vjp(&c, i);
+    }
+    if (rc == 0) {
+        /* one gradient output per parameter: the sum over every use of it */
+        tref *per = malloc(sizeof(tref) * (size_t)(g->np + 1));
+        for (int k = 0; k < g->np; k++) per[k] = -1;
+        for (int i = 0; i < c.nf; i++) {
+            const tnode *n = &p->nodes[i];
+            if (n->op != T_PARAM || c.adj[i] < 0) continue;
+            tref gi = full(&c, c.adj[i], i);
+            int k = n->iattr[0];
+            per[k] = per[k] < 0 ? gi : add(&c, per[k], gi);
+        }
+        for (int k = 0; k < g->np; k++) if (per[k] >= 0) t_grad_output(p, k, per[k]);
+        free(per);
+        p->param_total = tir_param_offsets(g, NULL);
+    }
+    free(c.adj);
+    return rc;
+}
+
+int grad_build(const ir_graph *g, arena *ar, tprog **out, char *err, size_t errlen) {
+    tprog *p = tprog_new(ar, "loss_grad");
+    tref lp = derive_log_prob_into(g, p, err, errlen);
+    if (lp < 0) return -1;
+    t_output(p, lp);
+    /* L = -sum over rows of lp: the adjoint of each row's lp is -1 */
+    if (grad_append(p, g, lp, t_const(p, -1.0), err, errlen)) return -1;
+    if (tir_verify(p, err, errlen)) return -1;
+    *out = p;
+    return 0;
+}

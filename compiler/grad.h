@@ -1,0 +1,16 @@
+/* compiler/grad.h: reverse-mode differentiation of the tensor IR.
+ * grad_build() makes the training program of a flow:
+ *   loss_grad   args: x [D], ctx [C]    outs: lp [1] per row; gradient outputs: for every
+ *               parameter, d(-sum_rows lp)/d(param) (the sum over the call's rows; divide by
+ *               n for the mean loss)
+ * One vector-Jacobian rule per op, in one switch in grad.c. */
+#ifndef NFC_GRAD_H
+#define NFC_GRAD_H
+#include "tir.h"
+
+int grad_build(const ir_graph *g, arena *ar, tprog **out, char *err, size_t errlen);
+/* Differentiate the first nf nodes of p: adjoint seed for value `of` is `seed`; appends the
+ * backward nodes and a gradient output per parameter. Exposed for tests. */
+int grad_append(tprog *p, const ir_graph *g, tref of, tref seed, char *err, size_t errlen);
+
+#endif
