@@ -141,13 +141,17 @@ static tref merge_parts(dctx *d, const ir_node *n, const tref *parts) {
 static tref cond_value(dctx *d, ir_ref r);
 
 static tref net_node(dctx *d, const ir_node *n) {
+    int32_t save = d->p->cur_src;
+    d->p->cur_src = (int32_t)(n - d->g->nodes);
     tref ins[IR_MAX_IN];
     for (int k = 0; k < n->nin; k++) {
         ins[k] = cond_value(d, n->in[k]);
         if (ins[k] < 0) return -1;
     }
     tref h = n->nin == 1 ? ins[0] : t_concat(d->p, ins, n->nin);
-    return eval_net(d, &d->g->nets[n->iattr[1]], h, 0);
+    tref r = eval_net(d, &d->g->nets[n->iattr[1]], h, 0);
+    d->p->cur_src = save;
+    return r;
 }
 
 static tref cond_value(dctx *d, ir_ref r) {
@@ -174,6 +178,7 @@ static tref cond_value(dctx *d, ir_ref r) {
 static int fwd_op(dctx *d, ir_ref r) {
     const ir_node *n = GN(d, r);
     tprog *p = d->p;
+    p->cur_src = r;
     tref x = n->nin > 0 && n->in[0] != IR_NONE ? d->val[n->in[0]] : -1;
     tref y = -1;
     switch ((ir_op)n->op) {
@@ -257,6 +262,7 @@ static int fwd_op(dctx *d, ir_ref r) {
 static int inv_op(dctx *d, ir_ref r) {
     const ir_node *n = GN(d, r);
     tprog *p = d->p;
+    p->cur_src = r;
     tref y = d->val[r];
     tref x = -1;
     switch ((ir_op)n->op) {
@@ -484,6 +490,21 @@ static void reset(dctx *d, tprog *p) {
     for (int i = 0; i < d->g->nn; i++) d->val[i] = -1;
     d->ld = -1;
     d->like = -1;
+}
+
+tref derive_value_into(const ir_graph *g, tprog *p, ir_ref node, char *err, size_t errlen) {
+    dctx d;
+    memset(&d, 0, sizeof d);
+    d.g = g;
+    d.err = err;
+    d.errlen = errlen;
+    d.val = arena_alloc(p->ar, sizeof(tref) * (size_t)(g->nn + 1));
+    reset(&d, p);
+    for (int i = 0; i <= node && i < g->nn; i++) {
+        if (cond_side(&d, i) || d.val[i] >= 0) continue;
+        if (fwd_op(&d, i)) return -1;
+    }
+    return cond_value(&d, node);
 }
 
 tref derive_log_prob_into(const ir_graph *g, tprog *p, char *err, size_t errlen) {

@@ -23,6 +23,9 @@ typedef struct {
  * -1 with a message. Used by grad.c to differentiate it. */
 tref derive_log_prob_into(const ir_graph *g, tprog *p, char *err, size_t errlen);
 
+/* Emit the forward computation up to flow-graph node `node` into p; returns its value. */
+tref derive_value_into(const ir_graph *g, tprog *p, ir_ref node, char *err, size_t errlen);
+
 /* Returns 0, or -1 with a message (an internal error: sema accepted a graph derive cannot handle). */
 int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t errlen);
 

@@ -87,6 +87,13 @@ static double at(const tnode *v, const double *buf, int64_t r, int j) {
 int interp_run(const tprog *p, int64_t n, int64_t row0, int64_t seed, const double *const *args,
                const double *scalars, double *const *outs, const double *params, const int64_t *param_off,
                char *err, size_t errlen) {
+    return interp_run_check(p, n, row0, seed, args, scalars, outs, params, param_off, NULL, err, errlen);
+}
+
+int interp_run_check(const tprog *p, int64_t n, int64_t row0, int64_t seed, const double *const *args,
+                     const double *scalars, double *const *outs, const double *params, const int64_t *param_off,
+                     int *first_bad, char *err, size_t errlen) {
+    if (first_bad) *first_bad = -1;
     double **val = calloc((size_t)p->nn, sizeof(double *));
     if (!val) { snprintf(err, errlen, "out of memory"); return -1; }
     int loop_begin = -1, trip = 0;
@@ -280,6 +287,10 @@ int interp_run(const tprog *p, int64_t n, int64_t row0, int64_t seed, const doub
                     }
                 }
             break;
+        }
+        if (first_bad && *first_bad < 0) {
+            for (int64_t e = 0; e < rows * w; e++)
+                if (!isfinite(o[e])) { *first_bad = i; break; }
         }
     }
     for (int k = 0; k < p->nouts; k++) {

@@ -17,6 +17,7 @@ tprog *tprog_new(arena *ar, const char *name) {
     tprog *p = arena_alloc(ar, sizeof *p);
     p->ar = ar;
     p->name = name;
+    p->cur_src = -1;
     return p;
 }
 
@@ -27,6 +28,7 @@ static tref push(tprog *p, t_op op, int rows, int w, const tref *in, int nin) {
     n.rows = rows;
     n.w = w;
     n.nin = (int16_t)nin;
+    n.src = p->cur_src;
     for (int i = 0; i < T_MAX_IN; i++) n.in[i] = i < nin ? in[i] : -1;
     VEC_PUSH(p->ar, p->nodes, p->nn, p->cap_n, n);
     return p->nn - 1;

@@ -73,6 +73,7 @@ typedef struct {
     int32_t  iattr[2];
     double   fattr[1];
     int32_t  aux, naux;  /* GATHER: index list in prog->ints; CONSTTENSOR: offset in prog->consts */
+    int32_t  src;        /* the flow-graph node this was derived from, -1 if none */
 } tnode;
 
 #define TPROG_MAX_IO 4
@@ -91,6 +92,7 @@ typedef struct {
      * over the call's rows (parameters without a gradient output get 0) */
     tref       *gval;   int32_t *gparam; int ngrad, cap_grad, cap_gparam;
     int64_t     param_total;                        /* length of the gradient array */
+    int32_t     cur_src;                            /* src given to new nodes (derive sets it) */
 } tprog;
 
 /* ---- building (used by derive.c and by tests) ---- */

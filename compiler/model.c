@@ -1,0 +1,661 @@
+/* compiler/model.c: the public library API of include/nfc.h.
+ * Input: .flow text and options. Output: a model holding the flow graph, the derived
+ * programs, the parameters, and a backend to run them: the JIT (native code from cg.c/jit.c)
+ * or the reference interpreter. Batches are converted to the model's dtype in chunks, so
+ * memory stays bounded whatever n is. Every failure leaves a message in nfc_last_error(). */
+#include "nfc.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg.h"
+#include "derive.h"
+#include "front.h"
+#include "grad.h"
+#include "init.h"
+#include "interp.h"
+#include "jit.h"
+#include "rt_io.h"
+
+typedef void (*kernel_fn)(int64_t n, int64_t row0, int64_t seed, const void *const *args, const double *scalars,
+                          void *const *outs, const void *params, void *ws);
+
+struct nfc_diagnostics {
+    arena           ar;
+    diag_ctx        dc;
+    nfc_diagnostic *d;
+    int             n;
+};
+
+struct nfc_model {
+    arena       ar;
+    diag_ctx    dc;
+    nfc_options opt;
+    ir_graph   *g;
+    derived     dv;
+    int         D, C;
+    int64_t    *off;
+    int64_t     ptotal;
+    double     *params;
+    float      *paramsf;       /* f32 copy for f32 kernels */
+    uint64_t    hash;
+    /* the training program, built on first use */
+    tprog      *gp;
+    kernel_fn   gfn;
+    int64_t     gws_bytes;
+    nfc_jit    *gjit;
+    nfc_worker *w0;
+    /* JIT backend */
+    nfc_jit    *jit;
+    kernel_fn   fn[PROG_COUNT];
+    int64_t     ws_bytes;
+    void       *ws;
+    char        err[2048];
+};
+
+void nfc_options_default(nfc_options *o) {
+    memset(o, 0, sizeof *o);
+    o->dtype = NFC_F32;
+    o->backend = NFC_BACKEND_JIT;
+    o->opt_level = 2;
+}
+
+static int fail(nfc_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(nfc_model *m, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->err, sizeof m->err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *nfc_last_error(const nfc_model *m) { return m ? m->err : "no model"; }
+
+/* ---- diagnostics ---- */
+int nfc_diagnostics_count(const nfc_diagnostics *d) { return d ? d->n : 0; }
+const nfc_diagnostic *nfc_diagnostics_get(const nfc_diagnostics *d, int i) { return d && i >= 0 && i < d->n ? &d->d[i] : NULL; }
+void nfc_diagnostics_print(const nfc_diagnostics *d, FILE *out, int color) {
+    if (d) diag_render(&d->dc, out, color);
+}
+void nfc_diagnostics_free(nfc_diagnostics *d) {
+    if (!d) return;
+    arena_free(&d->ar);
+    free(d);
+}
+
+/* Move the diagnostics of a failed compilation (and its arena) into a nfc_diagnostics. */
+static nfc_diagnostics *take_diags(arena *ar, diag_ctx *dc) {
+    nfc_diagnostics *d = calloc(1, sizeof *d);
+    if (!d) { arena_free(ar); return NULL; }
+    d->ar = *ar;
+    d->dc = *dc;
+    d->dc.ar = &d->ar;
+    d->n = dc->nd;
+    d->d = arena_alloc(&d->ar, sizeof(nfc_diagnostic) * (size_t)(dc->nd + 1));
+    for (int i = 0; i < dc->nd; i++) {
+        const diag *s = &dc->d[i];
+        nfc_diagnostic *t = &d->d[i];
+        t->file = s->loc.file >= 0 && s->loc.file < dc->nfiles ? dc->files[s->loc.file].name : "nfc";
+        t->line = s->loc.line;
+        t->column = s->loc.col;
+        t->length = s->loc.len;
+        t->message = s->msg;
+        t->is_note = s->kind == DIAG_NOTE;
+    }
+    return d;
+}
+
+/* ---- compiling ---- */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 0x100000001b3ull; }
+    return h;
+}
+
+static uint64_t model_hash(const ir_graph *g) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = fnv(h, g->name, strlen(g->name));
+    for (int i = 0; i < g->nn; i++) {
+        const ir_node *n = &g->nodes[i];
+        int32_t v[4 + IR_MAX_IN] = { n->op, n->width, n->iattr[0], n->naux };
+        for (int k = 0; k < IR_MAX_IN; k++) v[4 + k] = n->in[k];
+        h = fnv(h, v, sizeof v);
+        if (n->naux) h = fnv(h, &g->ints[n->aux], sizeof(int32_t) * (size_t)n->naux);
+    }
+    for (int p = 0; p < g->np; p++) {
+        h = fnv(h, g->params[p].name, strlen(g->params[p].name) + 1);
+        h = fnv(h, g->params[p].shape, sizeof g->params[p].shape);
+    }
+    h = fnv(h, &g->base, sizeof g->base);
+    return h;
+}
+
+static int build_jit(nfc_model *m) {
+    cg_options co;
+    cg_default_options(&co);
+    co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
+    co.vector_width = m->opt.vector_width;
+    co.opt_level = m->opt.opt_level;
+    co.cpu = m->opt.cpu;
+    const tprog *progs[PROG_COUNT];
+    for (int k = 0; k < PROG_COUNT; k++) progs[k] = m->dv.p[k];
+    cg_module *cm = NULL;
+    char err[1024];
+    if (cg_build(progs, PROG_COUNT, m->g, "nfc", &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
+    m->ws_bytes = 0;
+    for (int k = 0; k < PROG_COUNT; k++) {
+        int64_t b = cg_workspace_bytes(cm, k);
+        if (b > m->ws_bytes) m->ws_bytes = b;
+    }
+    if (jit_create(&m->jit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
+    if (jit_add(m->jit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
+    for (int k = 0; k < PROG_COUNT; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "nfc_%s", prog_names[k]);
+        m->fn[k] = (kernel_fn)jit_lookup(m->jit, name, err, sizeof err);
+        if (!m->fn[k]) return fail(m, "JIT: %s", err);
+    }
+    size_t bytes = (size_t)((m->ws_bytes + 63) / 64 * 64);
+    m->ws = aligned_alloc(64, bytes ? bytes : 64);
+    if (!m->ws) return fail(m, "out of memory for the workspace (%lld bytes)", (long long)m->ws_bytes);
+    return 0;
+}
+
+static nfc_model *compile(const char *name, const char *text, size_t len, const char *path, const nfc_options *opt,
+                          nfc_diagnostics **diags) {
+    if (diags) *diags = NULL;
+    nfc_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    if (opt) m->opt = *opt;
+    else nfc_options_default(&m->opt);
+    if (m->opt.dtype != NFC_F64) m->opt.dtype = NFC_F32;
+    arena_init(&m->ar);
+    diag_init(&m->dc, &m->ar);
+    sema_result res = { 0 };
+    int nerr = path ? front_compile_file(&m->dc, path, &res, NULL) : front_compile_text(&m->dc, name, text, len, &res, NULL);
+    if (!nerr) {
+        if (m->opt.flow) {
+            for (int i = 0; i < res.nflows; i++) if (!strcmp(res.flows[i]->name, m->opt.flow)) m->g = res.flows[i];
+            if (!m->g) {
+                loc_t l = { 0, 0, 0, 0 };
+                diag_error(&m->dc, l, "no flow named '%s' in this file", m->opt.flow);
+                nerr = 1;
+            }
+        } else {
+            m->g = res.flows[0];
+        }
+    }
+    if (nerr) {
+        nfc_diagnostics *d = take_diags(&m->ar, &m->dc);
+        if (diags) *diags = d;
+        else nfc_diagnostics_free(d);
+        free(m);
+        return NULL;
+    }
+    char err[1024];
+    if (derive_all(m->g, &m->ar, &m->dv, err, sizeof err)) {
+        loc_t l = m->g->loc;
+        diag_error(&m->dc, l, "internal error: %s", err);
+        nfc_diagnostics *d = take_diags(&m->ar, &m->dc);
+        if (diags) *diags = d;
+        else nfc_diagnostics_free(d);
+        free(m);
+        return NULL;
+    }
+    m->D = m->g->nodes[m->g->input].width;
+    m->C = m->g->context != IR_NONE ? m->g->nodes[m->g->context].width : 0;
+    m->off = arena_alloc(&m->ar, sizeof(int64_t) * (size_t)(m->g->np + 1));
+    m->ptotal = tir_param_offsets(m->g, m->off);
+    m->params = calloc((size_t)m->ptotal + 1, sizeof(double));
+    m->paramsf = calloc((size_t)m->ptotal + 1, sizeof(float));
+    m->hash = model_hash(m->g);
+    if (!m->params || !m->paramsf) { nfc_free(m); return NULL; }
+    nfc_params_init(m, m->opt.init_seed, m->opt.init_scale);
+    if (m->opt.backend == NFC_BACKEND_JIT && build_jit(m)) {
+        loc_t l = { m->g->loc.file, 0, 0, 0 };
+        diag_error(&m->dc, l, "%s", m->err);
+        jit_free(m->jit);
+        m->jit = NULL;
+        free(m->ws);
+        free(m->params);
+        free(m->paramsf);
+        nfc_diagnostics *d = take_diags(&m->ar, &m->dc);
+        if (diags) *diags = d;
+        else nfc_diagnostics_free(d);
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+nfc_model *nfc_compile_file(const char *path, const nfc_options *opt, nfc_diagnostics **diags) {
+    return compile(path, NULL, 0, path, opt, diags);
+}
+
+nfc_model *nfc_compile_string(const char *name, const char *text, const nfc_options *opt, nfc_diagnostics **diags) {
+    return compile(name ? name : "<string>", text, strlen(text), NULL, opt, diags);
+}
+
+void nfc_free(nfc_model *m) {
+    if (!m) return;
+    nfc_worker_free(m->w0);
+    jit_free(m->gjit);
+    jit_free(m->jit);
+    free(m->ws);
+    free(m->params);
+    free(m->paramsf);
+    arena_free(&m->ar);
+    free(m);
+}
+
+/* keep the f32 copy of the parameters (what f32 kernels read) in step; every function that
+ * changes parameters calls this, so concurrent workers only ever read */
+static void sync_f32(nfc_model *m) {
+    for (int64_t i = 0; i < m->ptotal; i++) m->paramsf[i] = (float)m->params[i];
+}
+
+/* ---- queries ---- */
+const char *nfc_model_name(const nfc_model *m) { return m->g->name; }
+int nfc_model_dim(const nfc_model *m) { return m->D; }
+int nfc_model_context_dim(const nfc_model *m) { return m->C; }
+const char *nfc_model_input_name(const nfc_model *m) { return m->g->input_name; }
+const char *nfc_model_context_name(const nfc_model *m) { return m->C ? m->g->context_name : NULL; }
+int nfc_model_dtype(const nfc_model *m) { return m->opt.dtype; }
+uint64_t nfc_model_hash(const nfc_model *m) { return m->hash; }
+
+int nfc_param_count(const nfc_model *m) { return m->g->np; }
+int64_t nfc_param_total(const nfc_model *m) { return m->ptotal; }
+const char *nfc_param_name(const nfc_model *m, int i) { return i >= 0 && i < m->g->np ? m->g->params[i].name : NULL; }
+int64_t nfc_param_numel(const nfc_model *m, int i) { return i >= 0 && i < m->g->np ? ir_param_numel(&m->g->params[i]) : 0; }
+int nfc_param_shape(const nfc_model *m, int i, int64_t shape[2]) {
+    if (i < 0 || i >= m->g->np) return 0;
+    shape[0] = m->g->params[i].shape[0];
+    shape[1] = m->g->params[i].shape[1];
+    return m->g->params[i].rank;
+}
+int nfc_param_find(const nfc_model *m, const char *name) {
+    for (int i = 0; i < m->g->np; i++) if (!strcmp(m->g->params[i].name, name)) return i;
+    return -1;
+}
+int nfc_param_get(const nfc_model *m, int i, double *out) {
+    if (i < 0 || i >= m->g->np) return -1;
+    memcpy(out, m->params + m->off[i], sizeof(double) * (size_t)ir_param_numel(&m->g->params[i]));
+    return 0;
+}
+int nfc_param_set(nfc_model *m, int i, const double *in) {
+    if (i < 0 || i >= m->g->np) return fail(m, "no parameter %d (the model has %d)", i, m->g->np);
+    memcpy(m->params + m->off[i], in, sizeof(double) * (size_t)ir_param_numel(&m->g->params[i]));
+    sync_f32(m);
+    return 0;
+}
+const double *nfc_params(const nfc_model *m) { return m->params; }
+int nfc_params_set(nfc_model *m, const double *all) {
+    memcpy(m->params, all, sizeof(double) * (size_t)m->ptotal);
+    sync_f32(m);
+    return 0;
+}
+void nfc_params_init(nfc_model *m, uint64_t seed, double init_scale) {
+    init_params(m->g, m->params, seed, init_scale);
+    sync_f32(m);
+}
+
+/* ---- weights ---- */
+int nfc_load_weights(nfc_model *m, const char *path) {
+    rt_tensorfile tf;
+    char err[1024];
+    if (rt_st_read(path, &tf, err, sizeof err)) return fail(m, "%s", err);
+    int rc = 0;
+    const char *h = rt_st_meta(&tf, "nfc.model_hash");
+    char want[32];
+    snprintf(want, sizeof want, "%016llx", (unsigned long long)m->hash);
+    if (h && strcmp(h, want)) {
+        const char *fl = rt_st_meta(&tf, "nfc.flow");
+        rc = fail(m, "%s: these weights belong to a different model%s%s%s (model hash %s, flow '%s' has %s)", path,
+                  fl ? " (flow '" : "", fl ? fl : "", fl ? "')" : "", h, m->g->name, want);
+        goto out;
+    }
+    double *tmp = malloc(sizeof(double) * (size_t)(m->ptotal + 1));
+    if (!tmp) { rc = fail(m, "out of memory"); goto out; }
+    memcpy(tmp, m->params, sizeof(double) * (size_t)m->ptotal);
+    for (int i = 0; i < m->g->np && rc == 0; i++) {
+        const ir_param *p = &m->g->params[i];
+        const rt_tensor *t = rt_st_find(&tf, p->name);
+        char shape[64];
+        if (p->rank > 1) snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)p->shape[0], (long long)p->shape[1]);
+        else snprintf(shape, sizeof shape, "[%lld]", (long long)p->shape[0]);
+        if (!t) { rc = fail(m, "%s: no tensor '%s' (flow '%s' needs it, shape %s)", path, p->name, m->g->name, shape); break; }
+        int ok = t->ndim == p->rank && t->shape[0] == p->shape[0] && (p->rank < 2 || t->shape[1] == p->shape[1]);
+        if (!ok) {
+            char got[96] = "[";
+            for (int k = 0; k < t->ndim; k++) {
+                size_t at = strlen(got);
+                snprintf(got + at, sizeof got - at, "%s%lld", k ? ", " : "", (long long)t->shape[k]);
+            }
+            strcat(got, "]");
+            rc = fail(m, "%s: tensor '%s' has shape %s, but flow '%s' needs %s", path, p->name, got, m->g->name, shape);
+            break;
+        }
+        for (int64_t e = 0; e < t->numel; e++) {
+            if (!isfinite(t->data[e])) {
+                rc = fail(m, "%s: tensor '%s' holds a non-finite value at element %lld", path, p->name, (long long)e);
+                break;
+            }
+        }
+        if (rc == 0) memcpy(tmp + m->off[i], t->data, sizeof(double) * (size_t)t->numel);
+    }
+    if (rc == 0) {
+        memcpy(m->params, tmp, sizeof(double) * (size_t)m->ptotal);
+        sync_f32(m);
+    }
+    free(tmp);
+out:
+    rt_st_free(&tf);
+    return rc;
+}
+
+int nfc_save_weights(const nfc_model *m, const char *path) {
+    nfc_model *mm = (nfc_model *)m; /* only err is written */
+    rt_tensor *t = calloc((size_t)m->g->np + 1, sizeof(rt_tensor));
+    if (!t) return fail(mm, "out of memory");
+    for (int i = 0; i < m->g->np; i++) {
+        const ir_param *p = &m->g->params[i];
+        t[i].name = (char *)p->name;
+        t[i].dtype = m->opt.dtype == NFC_F64 ? RT_F64 : RT_F32;
+        t[i].ndim = p->rank;
+        t[i].shape[0] = p->shape[0];
+        t[i].shape[1] = p->shape[1];
+        t[i].numel = ir_param_numel(p);
+        t[i].data = m->params + m->off[i];
+    }
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)m->hash);
+    const char *keys[] = { "nfc.model_hash", "nfc.flow", "nfc.version" };
+    const char *vals[] = { hash, m->g->name, NFC_VERSION_STRING };
+    char err[1024];
+    int rc = rt_st_write(path, t, m->g->np, keys, vals, 3, err, sizeof err);
+    free(t);
+    if (rc) return fail(mm, "%s", err);
+    return 0;
+}
+
+/* ---- running ---- */
+#define CHUNK 4096
+
+static int run(nfc_model *m, int prog, int64_t n, int64_t seed, const double *a0, const double *a1, double scalar,
+               double *o0, double *o1) {
+    if (n < 0) return fail(m, "negative batch size %lld", (long long)n);
+    if (n == 0) return 0;
+    const tprog *p = m->dv.p[prog];
+    int aw[2] = { p->nargs > 0 ? p->arg_w[0] : 0, p->nargs > 1 ? p->arg_w[1] : 0 };
+    int ow[2] = { p->nodes[p->outs[0]].w, p->nouts > 1 ? p->nodes[p->outs[1]].w : 0 };
+    const double *in[2] = { a0, a1 };
+    double *out[2] = { o0, o1 };
+    double *scratch[2] = { NULL, NULL };
+    /* outputs the caller did not ask for go to scratch space */
+    for (int k = 0; k < p->nouts; k++)
+        if (!out[k]) {
+            scratch[k] = malloc(sizeof(double) * (size_t)(n < CHUNK ? n : CHUNK) * (size_t)ow[k]);
+            if (!scratch[k]) { free(scratch[0]); return fail(m, "out of memory"); }
+        }
+    int rc = 0;
+    if (m->opt.backend == NFC_BACKEND_INTERP || !m->jit) {
+        for (int64_t r0 = 0; r0 < n && rc == 0; r0 += CHUNK) {
+            int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
+            const double *args[2] = { in[0] ? in[0] + r0 * aw[0] : NULL, in[1] ? in[1] + r0 * aw[1] : NULL };
+            double *outs[2] = { out[0] ? out[0] + r0 * ow[0] : scratch[0], out[1] ? out[1] + r0 * ow[1] : scratch[1] };
+            char err[512];
+            if (interp_run(p, c, r0, (int64_t)seed, args, &scalar, outs, m->params, m->off, err, sizeof err))
+                rc = fail(m, "%s", err);
+        }
+    } else if (m->opt.dtype == NFC_F64) {
+        for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
+            int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
+            const void *args[2] = { in[0] ? in[0] + r0 * aw[0] : NULL, in[1] ? in[1] + r0 * aw[1] : NULL };
+            void *outs[2] = { out[0] ? out[0] + r0 * ow[0] : scratch[0], out[1] ? out[1] + r0 * ow[1] : scratch[1] };
+            m->fn[prog](c, r0, (int64_t)seed, args, &scalar, outs, m->params, m->ws);
+        }
+    } else {
+        int64_t c0 = n < CHUNK ? n : CHUNK;
+        float *fa[2] = { NULL, NULL }, *fo[2] = { NULL, NULL };
+        for (int k = 0; k < 2; k++) {
+            if (aw[k]) fa[k] = malloc(sizeof(float) * (size_t)(c0 * aw[k]));
+            if (ow[k]) fo[k] = malloc(sizeof(float) * (size_t)(c0 * ow[k]));
+            if ((aw[k] && !fa[k]) || (ow[k] && !fo[k])) rc = fail(m, "out of memory");
+        }
+        for (int64_t r0 = 0; r0 < n && rc == 0; r0 += CHUNK) {
+            int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
+            for (int k = 0; k < 2; k++)
+                if (aw[k] && in[k])
+                    for (int64_t i = 0; i < c * aw[k]; i++) fa[k][i] = (float)in[k][r0 * aw[k] + i];
+            const void *args[2] = { fa[0], fa[1] };
+            void *outs[2] = { fo[0], fo[1] };
+            m->fn[prog](c, r0, (int64_t)seed, args, &scalar, outs, m->paramsf, m->ws);
+            for (int k = 0; k < 2; k++)
+                if (ow[k] && out[k])
+                    for (int64_t i = 0; i < c * ow[k]; i++) out[k][r0 * ow[k] + i] = fo[k][i];
+        }
+        for (int k = 0; k < 2; k++) { free(fa[k]); free(fo[k]); }
+    }
+    free(scratch[0]);
+    free(scratch[1]);
+    return rc;
+}
+
+static int need_ctx(nfc_model *m, const double *ctx) {
+    if (m->C && !ctx) return fail(m, "flow '%s' has a context '%s' of %d values per sample; none was given", m->g->name,
+                                  m->g->context_name, m->C);
+    return 0;
+}
+
+int nfc_log_prob(nfc_model *m, int64_t n, const double *x, const double *ctx, double *lp) {
+    if (need_ctx(m, ctx)) return -1;
+    return run(m, PROG_LOG_PROB, n, 0, x, ctx, 1.0, lp, NULL);
+}
+int nfc_forward(nfc_model *m, int64_t n, const double *x, const double *ctx, double *z, double *logdet) {
+    if (need_ctx(m, ctx)) return -1;
+    return run(m, PROG_FORWARD, n, 0, x, ctx, 1.0, z, logdet);
+}
+int nfc_inverse(nfc_model *m, int64_t n, const double *z, const double *ctx, double *x, double *logdet) {
+    if (need_ctx(m, ctx)) return -1;
+    return run(m, PROG_INVERSE, n, 0, z, ctx, 1.0, x, logdet);
+}
+int nfc_sample(nfc_model *m, int64_t n, uint64_t seed, double temperature, const double *ctx, double *x, double *lp) {
+    if (need_ctx(m, ctx)) return -1;
+    if (!(temperature >= 0) || !isfinite(temperature)) return fail(m, "temperature must be a finite number >= 0, not %g", temperature);
+    return run(m, PROG_SAMPLE, n, (int64_t)seed, ctx, NULL, temperature, x, lp);
+}
+
+int nfc_emit(nfc_model *m, const char *path, int kind) {
+    cg_options co;
+    cg_default_options(&co);
+    co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
+    co.vector_width = m->opt.vector_width;
+    co.opt_level = m->opt.opt_level;
+    co.cpu = m->opt.cpu;
+    const tprog *progs[PROG_COUNT];
+    for (int k = 0; k < PROG_COUNT; k++) progs[k] = m->dv.p[k];
+    cg_module *cm = NULL;
+    char err[1024];
+    if (cg_build(progs, PROG_COUNT, m->g, m->g->name, &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
+    int k = kind == NFC_EMIT_ASM ? CG_EMIT_ASM : kind == NFC_EMIT_OBJ ? CG_EMIT_OBJ : CG_EMIT_LLVM;
+    int rc = cg_emit_file(cm, path, k, err, sizeof err);
+    cg_free(cm);
+    if (rc) return fail(m, "%s: %s", path, err);
+    return 0;
+}
+
+/* ---- training ---- */
+struct nfc_worker {
+    nfc_model *m;
+    void      *ws;
+    float     *fx, *fc, *flp, *fg;  /* f32 staging */
+    double    *lp, *g;             /* per-chunk outputs */
+    char       err[1024];
+};
+
+static int build_grad(nfc_model *m) {
+    if (m->gp) return 0;
+    char err[1024];
+    tprog *gp = NULL;
+    if (grad_build(m->g, &m->ar, &gp, err, sizeof err)) return fail(m, "%s", err);
+    if (m->opt.backend == NFC_BACKEND_JIT) {
+        cg_options co;
+        cg_default_options(&co);
+        co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
+        co.vector_width = m->opt.vector_width;
+        co.opt_level = m->opt.opt_level;
+        co.cpu = m->opt.cpu;
+        const tprog *progs[1] = { gp };
+        cg_module *cm = NULL;
+        if (cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err)) return fail(m, "code generation (gradient): %s", err);
+        m->gws_bytes = cg_workspace_bytes(cm, 0);
+        if (jit_create(&m->gjit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
+        if (jit_add(m->gjit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
+        m->gfn = (kernel_fn)jit_lookup(m->gjit, "nfcgrad_loss_grad", err, sizeof err);
+        if (!m->gfn) return fail(m, "JIT: %s", err);
+    }
+    m->gp = gp;
+    return 0;
+}
+
+nfc_worker *nfc_worker_new(nfc_model *m) {
+    if (build_grad(m)) return NULL;
+    nfc_worker *w = calloc(1, sizeof *w);
+    if (!w) { fail(m, "out of memory"); return NULL; }
+    w->m = m;
+    size_t c = CHUNK;
+    w->lp = malloc(sizeof(double) * c);
+    w->g = malloc(sizeof(double) * (size_t)(m->ptotal + 1));
+    int ok = w->lp && w->g;
+    if (m->gfn) {
+        size_t bytes = (size_t)((m->gws_bytes + 63) / 64 * 64);
+        w->ws = aligned_alloc(64, bytes ? bytes : 64);
+        ok = ok && w->ws;
+        if (m->opt.dtype == NFC_F32) {
+            w->fx = malloc(sizeof(float) * c * (size_t)m->D);
+            w->fc = malloc(sizeof(float) * c * (size_t)(m->C + 1));
+            w->flp = malloc(sizeof(float) * c);
+            w->fg = malloc(sizeof(float) * (size_t)(m->ptotal + 1));
+            ok = ok && w->fx && w->fc && w->flp && w->fg;
+        }
+    }
+    if (!ok) { nfc_worker_free(w); fail(m, "out of memory"); return NULL; }
+    return w;
+}
+
+void nfc_worker_free(nfc_worker *w) {
+    if (!w) return;
+    free(w->ws); free(w->fx); free(w->fc); free(w->flp); free(w->fg); free(w->lp); free(w->g);
+    free(w);
+}
+
+const char *nfc_worker_error(const nfc_worker *w) { return w ? w->err : "no worker"; }
+
+int nfc_worker_loss_grad(nfc_worker *w, int64_t n, const double *x, const double *ctx, double *loss_sum, double *grad_sum) {
+    nfc_model *m = w->m;
+    if (m->C && !ctx) { snprintf(w->err, sizeof w->err, "flow '%s' needs its context '%s'", m->g->name, m->g->context_name); return -1; }
+    if (n < 0) { snprintf(w->err, sizeof w->err, "negative batch size"); return -1; }
+    memset(grad_sum, 0, sizeof(double) * (size_t)m->ptotal);
+    *loss_sum = 0;
+    for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
+        int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
+        const double *xc = x + r0 * m->D, *cc = ctx ? ctx + r0 * m->C : NULL;
+        if (!m->gfn) {
+            const double *args[2] = { xc, cc };
+            double *outs[2] = { w->lp, w->g };
+            double one = 1;
+            if (interp_run(m->gp, c, 0, 0, args, &one, outs, m->params, m->off, w->err, sizeof w->err)) return -1;
+        } else if (m->opt.dtype == NFC_F64) {
+            const void *args[2] = { xc, cc };
+            void *outs[2] = { w->lp, w->g };
+            double one = 1;
+            m->gfn(c, 0, 0, args, &one, outs, m->params, w->ws);
+        } else {
+            for (int64_t i = 0; i < c * m->D; i++) w->fx[i] = (float)xc[i];
+            for (int64_t i = 0; cc && i < c * m->C; i++) w->fc[i] = (float)cc[i];
+            const void *args[2] = { w->fx, w->fc };
+            void *outs[2] = { w->flp, w->fg };
+            double one = 1;
+            m->gfn(c, 0, 0, args, &one, outs, m->paramsf, w->ws);
+            for (int64_t i = 0; i < c; i++) w->lp[i] = w->flp[i];
+            for (int64_t i = 0; i < m->ptotal; i++) w->g[i] = w->fg[i];
+        }
+        for (int64_t i = 0; i < c; i++) *loss_sum -= w->lp[i];
+        for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] += w->g[i];
+    }
+    return 0;
+}
+
+int nfc_loss_grad(nfc_model *m, int64_t n, const double *x, const double *ctx, double *loss, double *grad) {
+    if (n <= 0) return fail(m, "the batch is empty");
+    if (!m->w0 && !(m->w0 = nfc_worker_new(m))) return -1;
+    if (nfc_worker_loss_grad(m->w0, n, x, ctx, loss, grad)) return fail(m, "%s", m->w0->err);
+    *loss /= (double)n;
+    for (int64_t i = 0; i < m->ptotal; i++) grad[i] /= (double)n;
+    return 0;
+}
+
+int nfc_actnorm_init(nfc_model *m, int64_t n, const double *x, const double *ctx) {
+    if (n < 2) return fail(m, "actnorm initialization needs at least 2 samples");
+    if (need_ctx(m, ctx)) return -1;
+    for (int i = 0; i < m->g->nn; i++) {
+        const ir_node *an = &m->g->nodes[i];
+        if (an->op != IR_ACTNORM) continue;
+        arena ar;
+        arena_init(&ar);
+        tprog *p = tprog_new(&ar, "probe");
+        char err[512];
+        tref v = derive_value_into(m->g, p, an->in[0], err, sizeof err);
+        if (v < 0) { arena_free(&ar); return fail(m, "%s", err); }
+        t_output(p, v);
+        int W = an->width;
+        double *val = malloc(sizeof(double) * (size_t)(n * W));
+        const double *args[2] = { x, ctx };
+        double *outs[1] = { val };
+        double one = 1;
+        int rc = val ? interp_run(p, n, 0, 0, args, &one, outs, m->params, m->off, err, sizeof err) : -1;
+        arena_free(&ar);
+        if (rc) { free(val); return fail(m, "%s", val ? err : "out of memory"); }
+        double *ls = m->params + m->off[an->param0], *b = m->params + m->off[an->param0 + 1];
+        for (int j = 0; j < W; j++) {
+            double mean = 0, var = 0;
+            for (int64_t r = 0; r < n; r++) mean += val[r * W + j];
+            mean /= (double)n;
+            for (int64_t r = 0; r < n; r++) var += (val[r * W + j] - mean) * (val[r * W + j] - mean);
+            var /= (double)n;
+            if (!isfinite(mean) || !isfinite(var)) { free(val); return fail(m, "actnorm initialization: the data gives non-finite statistics"); }
+            ls[j] = -0.5 * log(var + 1e-6);
+            b[j] = -mean * exp(ls[j]);
+        }
+        free(val);
+        sync_f32(m);
+    }
+    return 0;
+}
+
+int nfc_find_nonfinite(nfc_model *m, int64_t n, const double *x, const double *ctx, char *desc, size_t desclen) {
+    if (desc && desclen) desc[0] = 0;
+    if (need_ctx(m, ctx)) return -1;
+    const tprog *p = m->dv.p[PROG_LOG_PROB];
+    double *lp = malloc(sizeof(double) * (size_t)(n + 1));
+    if (!lp) return fail(m, "out of memory");
+    const double *args[2] = { x, ctx };
+    double *outs[1] = { lp };
+    double one = 1;
+    int bad = -1;
+    char err[512];
+    int rc = interp_run_check(p, n, 0, 0, args, &one, outs, m->params, m->off, &bad, err, sizeof err);
+    free(lp);
+    if (rc) return fail(m, "%s", err);
+    if (bad < 0) return 0;
+    int src = p->nodes[bad].src;
+    int layer = src >= 0 ? m->g->nodes[src].layer : -1;
+    if (layer < 0) {
+        if (desc) snprintf(desc, desclen, "the base distribution");
+        return m->g->nlayers + 1;
+    }
+    if (desc) snprintf(desc, desclen, "%s", m->g->layers[layer].desc);
+    return layer + 1;
+}

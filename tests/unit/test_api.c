@@ -1,0 +1,198 @@
+/* tests/unit/test_api.c: the public library API (include/nfc.h).
+ * - compile errors come back as data with file, line, column; nothing is printed
+ * - parameters: names, shapes, get/set; weights saved and loaded bit for bit; weights of
+ *   another model, truncated or corrupt files are refused with a message
+ * - JIT equals the f64 interpreter for every example and program, f32 (1e-5 relative) and
+ *   f64 (1e-12), at vector width 1 and native width, at batch sizes that are not multiples
+ *   of the width
+ * - sampling is reproducible from the seed and independent of chunking */
+#include "t.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "nfc.h"
+
+static const char *examples[] = { "examples/moons.flow", "examples/maf.flow", "examples/glow_dense.flow",
+                                  "examples/cmoons.flow", "examples/custom.flow" };
+#define NEX 5
+
+static nfc_model *compile(const char *path, int backend, int dtype, int vw, double init_scale) {
+    nfc_options o;
+    nfc_options_default(&o);
+    o.backend = backend;
+    o.dtype = dtype;
+    o.vector_width = vw;
+    o.init_scale = init_scale;
+    o.init_seed = 3;
+    nfc_diagnostics *d = NULL;
+    nfc_model *m = nfc_compile_file(path, &o, &d);
+    if (!m) nfc_diagnostics_print(d, stdout, 0);
+    nfc_diagnostics_free(d);
+    return m;
+}
+
+TEST(errors_as_data) {
+    nfc_diagnostics *d = NULL;
+    nfc_model *m = nfc_compile_string("bad.flow", "flow f {\n  input x: f32[2]\n  actnrom\n}\n", NULL, &d);
+    CHECK(m == NULL);
+    CHECK(nfc_diagnostics_count(d) == 1, "%d diagnostics", nfc_diagnostics_count(d));
+    const nfc_diagnostic *e = nfc_diagnostics_get(d, 0);
+    CHECK(e && !strcmp(e->file, "bad.flow") && e->line == 3 && e->column == 3 && e->length == 7 && !e->is_note);
+    CHECK(e && strstr(e->message, "did you mean 'actnorm'"), "%s", e ? e->message : "");
+    CHECK(nfc_diagnostics_get(d, 1) == NULL);
+    nfc_diagnostics_free(d);
+    /* a missing file */
+    m = nfc_compile_file("tests/no/such.flow", NULL, &d);
+    CHECK(m == NULL && nfc_diagnostics_count(d) == 1);
+    CHECK(d && strstr(nfc_diagnostics_get(d, 0)->message, "cannot open"));
+    nfc_diagnostics_free(d);
+    /* no diags pointer: still no crash, no leak */
+    CHECK(nfc_compile_string("x", "garbage", NULL, NULL) == NULL);
+}
+
+TEST(parameters_and_weights) {
+    nfc_model *m = compile("examples/moons.flow", NFC_BACKEND_INTERP, NFC_F64, 0, 0.5);
+    CHECK(m != NULL);
+    if (!m) return;
+    CHECK(nfc_model_dim(m) == 2 && nfc_model_context_dim(m) == 0);
+    CHECK_STR(nfc_model_input_name(m), "x");
+    CHECK(nfc_param_total(m) == 35348);
+    int i = nfc_param_find(m, "layer1.net.dense0.w");
+    CHECK(i >= 0);
+    int64_t shape[2];
+    CHECK(nfc_param_shape(m, i, shape) == 2 && shape[0] == 1 && shape[1] == 64);
+    double w[64];
+    for (int k = 0; k < 64; k++) w[k] = k * 0.01;
+    CHECK(nfc_param_set(m, i, w) == 0);
+    double r[64];
+    CHECK(nfc_param_get(m, i, r) == 0 && r[5] == 0.05);
+    char dir[] = "/tmp/nfc_api_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256], bad[256];
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    CHECK(nfc_save_weights(m, path) == 0, "%s", nfc_last_error(m));
+    nfc_model *m2 = compile("examples/moons.flow", NFC_BACKEND_INTERP, NFC_F64, 0, 0.0);
+    CHECK(m2 && nfc_load_weights(m2, path) == 0, "%s", m2 ? nfc_last_error(m2) : "");
+    if (m2) CHECK(memcmp(nfc_params(m), nfc_params(m2), sizeof(double) * 35348) == 0, "weights differ after a round trip");
+    /* weights of another model */
+    nfc_model *m3 = compile("examples/cmoons.flow", NFC_BACKEND_INTERP, NFC_F64, 0, 0.0);
+    CHECK(m3 && nfc_load_weights(m3, path) != 0);
+    if (m3) CHECK(strstr(nfc_last_error(m3), "different model"), "%s", nfc_last_error(m3));
+    /* truncated files: refused, and the model's parameters untouched */
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = malloc(1 << 20);
+    size_t len = f ? fread(buf, 1, 1 << 20, f) : 0;
+    if (f) fclose(f);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    for (size_t cut = 0; cut < len; cut += len / 37 + 1) {
+        f = fopen(bad, "wb");
+        fwrite(buf, 1, cut, f);
+        fclose(f);
+        CHECK(nfc_load_weights(m2, bad) != 0, "truncated at %zu accepted", cut);
+        CHECK(strstr(nfc_last_error(m2), "bad.safetensors"), "message does not name the file: %s", nfc_last_error(m2));
+    }
+    CHECK(memcmp(nfc_params(m), nfc_params(m2), sizeof(double) * 35348) == 0, "a failed load changed the parameters");
+    free(buf);
+    unlink(path);
+    unlink(bad);
+    rmdir(dir);
+    nfc_free(m);
+    nfc_free(m2);
+    nfc_free(m3);
+}
+
+TEST(bad_calls_are_errors) {
+    nfc_model *m = compile("examples/cmoons.flow", NFC_BACKEND_INTERP, NFC_F64, 0, 0.0);
+    CHECK(m != NULL);
+    if (!m) return;
+    double x[4] = { 0 }, lp[2];
+    CHECK(nfc_log_prob(m, 2, x, NULL, lp) != 0 && strstr(nfc_last_error(m), "context"));
+    CHECK(nfc_log_prob(m, -1, x, x, lp) != 0);
+    CHECK(nfc_sample(m, 2, 1, NAN, x, x, NULL) != 0 && strstr(nfc_last_error(m), "temperature"));
+    CHECK(nfc_log_prob(m, 0, x, x, lp) == 0);
+    nfc_free(m);
+}
+
+static double relerr(double a, double b) { return fabs(a - b) / (1.0 + fabs(b)); }
+
+/* JIT (dtype, width) against the interpreter on every program */
+static void compare(const char *path, int dtype, int vw) {
+    double tol = dtype == NFC_F64 ? 1e-12 : 1e-5;
+    nfc_model *ref = compile(path, NFC_BACKEND_INTERP, NFC_F64, 0, 0.4);
+    nfc_model *jit = compile(path, NFC_BACKEND_JIT, dtype, vw, 0.4);
+    CHECK(ref && jit, "%s", path);
+    if (!ref || !jit) { nfc_free(ref); nfc_free(jit); return; }
+    int D = nfc_model_dim(ref), C = nfc_model_context_dim(ref);
+    static const int64_t sizes[] = { 1, 7, 16, 17, 33, 100 };
+    for (int si = 0; si < 6; si++) {
+        int64_t n = sizes[si];
+        double *x = malloc(sizeof(double) * n * D), *c = malloc(sizeof(double) * n * (C + 1));
+        double *z1 = malloc(sizeof(double) * n * D), *z2 = malloc(sizeof(double) * n * D);
+        double *l1 = malloc(sizeof(double) * n), *l2 = malloc(sizeof(double) * n);
+        uint64_t s = 1234 + (uint64_t)n;
+        for (int64_t i = 0; i < n * D; i++) { s = s * 6364136223846793005ull + 1; x[i] = ((double)(s >> 11) * 0x1p-53) * 4 - 2; }
+        for (int64_t i = 0; i < n * C; i++) c[i] = (i % 3) == 0;
+        /* values rounded to f32 first, so both see the same inputs */
+        if (dtype == NFC_F32) for (int64_t i = 0; i < n * D; i++) x[i] = (float)x[i];
+        double worst = 0;
+        nfc_log_prob(ref, n, x, C ? c : NULL, l1);
+        CHECK(nfc_log_prob(jit, n, x, C ? c : NULL, l2) == 0, "%s", nfc_last_error(jit));
+        for (int64_t i = 0; i < n; i++) worst = fmax(worst, relerr(l2[i], l1[i]));
+        nfc_forward(ref, n, x, C ? c : NULL, z1, l1);
+        nfc_forward(jit, n, x, C ? c : NULL, z2, l2);
+        for (int64_t i = 0; i < n * D; i++) worst = fmax(worst, relerr(z2[i], z1[i]));
+        for (int64_t i = 0; i < n; i++) worst = fmax(worst, relerr(l2[i], l1[i]));
+        nfc_inverse(ref, n, x, C ? c : NULL, z1, l1);
+        nfc_inverse(jit, n, x, C ? c : NULL, z2, l2);
+        for (int64_t i = 0; i < n * D; i++) worst = fmax(worst, relerr(z2[i], z1[i]));
+        for (int64_t i = 0; i < n; i++) worst = fmax(worst, relerr(l2[i], l1[i]));
+        nfc_sample(ref, n, 77, 0.8, C ? c : NULL, z1, l1);
+        nfc_sample(jit, n, 77, 0.8, C ? c : NULL, z2, l2);
+        for (int64_t i = 0; i < n * D; i++) worst = fmax(worst, relerr(z2[i], z1[i]));
+        for (int64_t i = 0; i < n; i++) worst = fmax(worst, relerr(l2[i], l1[i]));
+        CHECK(worst <= tol, "%s %s width %d n=%lld: max relative difference %g", path, dtype == NFC_F64 ? "f64" : "f32", vw,
+              (long long)n, worst);
+        free(x); free(c); free(z1); free(z2); free(l1); free(l2);
+    }
+    nfc_free(ref);
+    nfc_free(jit);
+}
+
+TEST(jit_equals_interpreter) {
+    for (int e = 0; e < NEX; e++) {
+        compare(examples[e], NFC_F64, 0);
+        compare(examples[e], NFC_F64, 1);
+        compare(examples[e], NFC_F32, 0);
+        compare(examples[e], NFC_F32, 1);
+    }
+}
+
+TEST(sampling_is_reproducible) {
+    nfc_model *m = compile("examples/moons.flow", NFC_BACKEND_JIT, NFC_F32, 0, 0.3);
+    CHECK(m != NULL);
+    if (!m) return;
+    enum { N = 9000 };
+    double *a = malloc(sizeof(double) * N * 2), *b = malloc(sizeof(double) * N * 2);
+    CHECK(nfc_sample(m, N, 5, 1.0, NULL, a, NULL) == 0);
+    CHECK(nfc_sample(m, N, 5, 1.0, NULL, b, NULL) == 0);
+    CHECK(memcmp(a, b, sizeof(double) * N * 2) == 0, "same seed, different samples");
+    CHECK(nfc_sample(m, N, 6, 1.0, NULL, b, NULL) == 0);
+    CHECK(memcmp(a, b, sizeof(double) * N * 2) != 0, "different seeds, same samples");
+    /* temperature 0 gives the image of the base's mode */
+    CHECK(nfc_sample(m, 3, 5, 0.0, NULL, b, NULL) == 0);
+    CHECK(b[0] == b[2] && b[1] == b[3]);
+    free(a);
+    free(b);
+    nfc_free(m);
+}
+
+int main(void) {
+    RUN(errors_as_data);
+    RUN(parameters_and_weights);
+    RUN(bad_calls_are_errors);
+    RUN(jit_equals_interpreter);
+    RUN(sampling_is_reproducible);
+    return t_done();
+}
