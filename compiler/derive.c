@@ -137,6 +137,19 @@ static tref merge_parts(dctx *d, const ir_node *n, const tref *parts) {
     return r;
 }
 
+/* is node r computed on the conditioner side (a net, a split of one, a concat of such)? */
+static int cond_side(const dctx *d, ir_ref r) {
+    const ir_node *n = GN(d, r);
+    switch ((ir_op)n->op) {
+    case IR_NET: return 1;
+    case IR_GET: case IR_SPLIT: return cond_side(d, n->in[0]);
+    case IR_MERGE:
+        for (int k = 0; k < n->nin; k++) if (!cond_side(d, n->in[k])) return 0;
+        return 1;
+    default: return 0;
+    }
+}
+
 /* Value of a conditioner (non-spine) node, computed from known values. -1 if not computable. */
 static tref cond_value(dctx *d, ir_ref r);
 
@@ -167,6 +180,16 @@ static tref cond_value(dctx *d, ir_ref r) {
         break;
     }
     case IR_SPLIT: v = cond_value(d, n->in[0]); break;
+    case IR_MERGE: {
+        if (!cond_side(d, r)) break; /* a spine merge: known only through the flow */
+        tref parts[IR_MAX_IN];
+        for (int k = 0; k < n->nin; k++) {
+            parts[k] = cond_value(d, n->in[k]);
+            if (parts[k] < 0) return -1;
+        }
+        v = merge_parts(d, n, parts);
+        break;
+    }
     default: v = -1; break; /* a spine value not known yet */
     }
     if (v >= 0) d->val[r] = v;
@@ -375,12 +398,10 @@ static int value_known(dctx *d, ir_ref r, char *seen) {
         for (int k = 0; k < n->nin; k++) if (!value_known(d, n->in[k], seen)) return 0;
         return 1;
     }
-    if (n->op == IR_GET || n->op == IR_SPLIT) {
-        ir_ref src = n->op == IR_GET ? GN(d, n->in[0])->in[0] : n->in[0];
-        const ir_node *s = GN(d, src);
-        (void)s;
-        /* a conditioner-side split: known when its source is */
-        return ir_ops[GN(d, src)->op].flags & OPF_COND ? value_known(d, src, seen) : 0;
+    if (cond_side(d, r)) {
+        /* a conditioner-side split or concat: known when its sources are */
+        for (int k = 0; k < n->nin; k++) if (!value_known(d, n->in[k], seen)) return 0;
+        return 1;
     }
     return 0;
 }
@@ -409,15 +430,6 @@ static tref final_ld(dctx *d) {
     return d->ld;
 }
 
-/* is node r computed on the conditioner side (a net, or a split of one)? */
-static int cond_side(const dctx *d, ir_ref r) {
-    for (;;) {
-        const ir_node *n = GN(d, r);
-        if (n->op == IR_NET) return 1;
-        if (n->op != IR_GET && n->op != IR_SPLIT) return 0;
-        r = n->in[0];
-    }
-}
 
 static int emit_forward(dctx *d) {
     for (int i = 0; i < d->g->nn; i++) {
@@ -440,9 +452,8 @@ static int emit_inverse(dctx *d) {
             int f = ir_ops[n->op].flags;
             if (done[i] || !(f & (OPF_BIJ | OPF_MERGE | OPF_TUPLE | OPF_PROJ))) continue;
             if (f & OPF_PROJ) { if (d->val[i] >= 0) { done[i] = 1; } continue; }
+            if (cond_side(d, i)) { done[i] = 1; continue; } /* conditioner side: computed, not inverted */
             if (f & OPF_TUPLE) {
-                /* a split on the conditioner side is not inverted */
-                if (ir_ops[GN(d, n->in[0])->op].flags & OPF_COND) { done[i] = 1; continue; }
                 int all = 1;
                 for (int j = i + 1; j < g->nn; j++)
                     if (GN(d, j)->op == IR_GET && GN(d, j)->in[0] == i && d->val[j] < 0) all = 0;

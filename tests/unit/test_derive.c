@@ -164,6 +164,9 @@ TEST(primitive_invariants) {
                      "flow f { input x: f64[4]\n context c: f64[1]\n affine_coupling net=r(8)\n reverse\n additive_coupling net=r(6) }", 0);
     check_invariants("graph form", NULL, "flow f { input x: f64[5]\n a, b = split x [2, 3]\n s, t = chunk mlp(8)(a) 2\n"
                      " b2 = affine b scale=s shift=t scaling=exp\n u = additive a shift=mlp(8)(b2)\n z = concat b2, u\n output z }", 0);
+    /* a shift made by concatenating two conditioner outputs */
+    check_invariants("conditioner concat", NULL, "flow f { input x: f64[5]\n a, b = split x [2, 3]\n p = mlp(8, out=1)(a)\n"
+                     " q = mlp(8, out=2)(a)\n t = concat p, q\n b2 = additive b shift=t\n z = concat a, b2\n output z }", 0);
 }
 
 /* the density of a 2-D model integrates to 1, and samples have the moments it implies */
