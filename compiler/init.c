@@ -16,7 +16,9 @@ void init_params(const ir_graph *g, double *params, uint64_t seed, double init_s
             double u = ((double)(h >> 11) * 0x1p-53) * 2.0 - 1.0;
             double v;
             if (pr->init == INIT_UNIFORM_FANIN) v = u / sqrt(pr->fan_in > 0 ? pr->fan_in : 1);
-            else v = init_scale > 0 ? init_scale * u : 0.0;
+            else if (init_scale > 0) /* matrices: scaled by 1/sqrt(rows), as fan-in schemes do, to stay well conditioned */
+                v = init_scale * u / (pr->rank > 1 ? sqrt((double)pr->shape[0]) : 1.0);
+            else v = 0.0;
             params[at + e] = v;
         }
         at += n;

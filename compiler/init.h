@@ -3,7 +3,8 @@
  * u in [-1, 1) from the counter-based hash of (seed, p, e);
  *   INIT_UNIFORM_FANIN (hidden dense weights): u / sqrt(fan_in)
  *   INIT_ZERO (last dense layer, biases, actnorm, LU, learned base): 0, or init_scale * u
- *     when init_scale > 0 (so that untrained models are non-trivial, for tests).
+ *     when init_scale > 0 (so that untrained models are non-trivial, for tests), divided by
+ *     sqrt(rows) for matrices (so an LU matrix stays well conditioned).
  * The values depend only on (seed, p, e), not on the order of initialization. */
 #ifndef NFC_INIT_H
 #define NFC_INIT_H
