@@ -139,7 +139,7 @@ static int find_line(const source_file *f, int line, const char **start, size_t 
     return 1;
 }
 
-void diag_render_one(const diag_ctx *dc, const diag *d, FILE *out, int color) {
+static void render_one(const diag_ctx *dc, const diag *d, FILE *out, int color) {
     static const char *kind_name[] = { "error", "warning", "note" };
     static const char *kind_color[] = { "\033[1;31m", "\033[1;35m", "\033[1;36m" };
     const char *bold = color ? "\033[1m" : "", *reset = color ? "\033[0m" : "";
@@ -170,6 +170,19 @@ void diag_render_one(const diag_ctx *dc, const diag *d, FILE *out, int color) {
     if ((size_t)(col - 1) + (size_t)len > ll) len = (int)ll - (col - 1);
     for (int i = 1; i < len; i++) fputc('~', out);
     fprintf(out, "%s\n", reset);
+}
+
+void diag_render_one(const diag_ctx *dc, const diag *d, FILE *out, int color) {
+    /* stderr is unbuffered, and the source line goes out byte by byte: compose the diagnostic
+     * in memory and write it at once (a long line would otherwise cost a write per byte) */
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&buf, &n);
+    if (!m) { render_one(dc, d, out, color); return; }
+    render_one(dc, d, m, color);
+    fclose(m);
+    fwrite(buf, 1, n, out);
+    free(buf);
 }
 
 void diag_render(const diag_ctx *dc, FILE *out, int color) {

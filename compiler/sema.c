@@ -32,6 +32,7 @@ typedef struct {
     loc_t       loc;
     const char *desc;
     const char *prefix;     /* parameter name prefix */
+    const char *text;       /* graph form: the whole application, e.g. mlp(8)(a), for messages */
     ir_ref      node;
 } recipe;
 
@@ -41,6 +42,7 @@ typedef struct {
     const ast  *file;
     ir_graph   *g;
     binding    *vals;   int nvals, cap_vals;
+    int        *vhash;  int vhcap;   /* open-addressing index of vals by name (index + 1; 0 empty) */
     intvar     *ivars;  int nivars, cap_ivars;
     recipe     *rec;    int nrec, cap_rec;
     ir_ref      cur;            /* running value (layer form) */
@@ -50,6 +52,10 @@ typedef struct {
     const ast  *cmd;            /* statement being analysed (for "its own output") */
     const char *prefix;         /* parameter name prefix of the current layer */
     int         too_big;
+    const char *first_layer_word;
+    int         mixed;          /* a mix of layer and graph form was reported: do not repeat it */
+    loc_t       output_loc;
+    int         listed_words;   /* the list of layers was shown once in this file */
 } sema;
 
 static const char *const layer_words[] = {
@@ -147,10 +153,37 @@ static const intvar *find_ivar(sema *s, const char *name) {
     return NULL;
 }
 
+static unsigned name_hash(const char *n) {
+    unsigned h = 2166136261u;
+    while (*n) h = (h ^ (unsigned char)*n++) * 16777619u;
+    return h;
+}
+
+/* the slot of name in the index: where it is, or the empty slot where it would go */
+static int *val_slot(sema *s, const char *name) {
+    unsigned m = (unsigned)s->vhcap - 1, h = name_hash(name) & m;
+    while (s->vhash[h] && strcmp(s->vals[s->vhash[h] - 1].name, name)) h = (h + 1) & m;
+    return &s->vhash[h];
+}
+
+/* push a binding; the newest binding of a name is the one found (a graph of 100000 values
+ * must not cost a scan of all of them per name) */
+static void push_val(sema *s, binding b) {
+    VEC_PUSH(s->ar, s->vals, s->nvals, s->cap_vals, b);
+    if (2 * s->nvals > s->vhcap) {
+        s->vhcap = s->vhcap ? 2 * s->vhcap : 64;
+        while (2 * s->nvals > s->vhcap) s->vhcap *= 2;
+        s->vhash = arena_alloc(s->ar, sizeof(int) * (size_t)s->vhcap);
+        for (int i = 0; i < s->nvals; i++) *val_slot(s, s->vals[i].name) = i + 1;
+    } else {
+        *val_slot(s, b.name) = s->nvals;
+    }
+}
+
 static const binding *find_val(sema *s, const char *name) {
-    for (int i = s->nvals - 1; i >= 0; i--)
-        if (!strcmp(s->vals[i].name, name)) return &s->vals[i];
-    return NULL;
+    if (!s->vhcap) return NULL;
+    int k = *val_slot(s, name);
+    return k ? &s->vals[k - 1] : NULL;
 }
 
 /* integer expressions: literals, loop variables, net parameters, + - * / % */
@@ -474,7 +507,9 @@ static void expand_net(sema *s, recipe *r, int in_width, int ctx_width, int out_
         int last = -1;
         for (int i = 0; i < net.nl; i++) if (net.L[i].kind == NL_DENSE) last = i;
         if (w != out_width || last < 0 || last != net.nl - 1) {
-            diag_error(s->dc, r->def->name_loc, "net '%s' must end with 'dense out' (the width the using layer needs, %d here)", r->def->name, out_width);
+            const ast *end = r->def->nbody ? r->def->body[r->def->nbody - 1] : NULL;
+            diag_error(s->dc, end ? end->name_loc : r->def->name_loc, "net '%s' must end with 'dense out' (the width the using layer needs, %d here)",
+                       r->def->name, out_width);
             diag_note(s->dc, r->loc, "used here");
             return;
         }
@@ -618,7 +653,13 @@ static ir_ref coupling(sema *s, const ast *c, ir_ref x, int additive) {
     if (!want_vector(s, x, c, 2)) return IR_NONE;
     const ast_opt *mo = get_opt(c, "mask"), *no = get_opt(c, "net");
     if (!no) {
-        diag_error(s->dc, c->name_loc, "'%s' needs a conditioner: add net=mlp(64, 64)", c->name);
+        /* unless an unknown option such as `nett=` was just reported */
+        static const char *const net_word[] = { "net" };
+        int misspelled = 0;
+        for (int i = 0; i < c->nopts; i++)
+            if (strcmp(c->opts[i].key, "net") && closest_word(c->opts[i].key, net_word, 1)) misspelled = 1;
+        if (!misspelled || opts_ok)
+            diag_error(s->dc, c->name_loc, "'%s' needs a conditioner: add net=mlp(64, 64)", c->name);
         return IR_NONE;
     }
     int D = N(s, x)->width;
@@ -813,8 +854,17 @@ static void unknown_word(sema *s, const ast *c, int graph) {
     for (int i = 0; i < 3; i++) cands[n++] = stmt_words[i];
     if (graph) for (int i = 0; i < 5; i++) cands[n++] = graph_words[i];
     const char *sug = closest_word(c->name, cands, n);
-    if (sug) diag_error(s->dc, c->name_loc, "unknown %s '%s'; did you mean '%s'?", graph ? "operation" : "layer", c->name, sug);
-    else diag_error(s->dc, c->name_loc, "unknown %s '%s'", graph ? "operation" : "layer", c->name);
+    if (sug) {
+        diag_error(s->dc, c->name_loc, "unknown %s '%s'; did you mean '%s'?", graph ? "operation" : "layer", c->name, sug);
+        return;
+    }
+    diag_error(s->dc, c->name_loc, "unknown %s '%s'", graph ? "operation" : "layer", c->name);
+    if (s->listed_words) return;
+    s->listed_words = 1;
+    char *list = graph ? "operations: split, chunk, concat, affine, additive; layers: " : "layers: ";
+    for (int i = 0; i < NLAYER_WORDS; i++) list = arena_printf(s->ar, "%s%s%s", list, i ? ", " : "", layer_words[i]);
+    loc_t l = { c->name_loc.file, 0, 0, 0 };   /* the file, no source line: the list is long */
+    diag_note(s->dc, l, "%s; other statements: base, repeat, output", list);
 }
 
 /* ---------------------------------------------------------------- graph form */
@@ -833,7 +883,9 @@ static ir_ref net_apply(sema *s, const ast *e) {
         if (v == IR_NONE) return IR_NONE;
         ins[n++] = v;
     }
-    return add_net_node(s, &r, ins, n, r.out, e->callee->name_loc);
+    ir_ref node = add_net_node(s, &r, ins, n, r.out, e->callee->name_loc);
+    if (node != IR_NONE) s->rec[s->nrec - 1].text = expr_str(s, e);
+    return node;
 }
 
 static ir_ref value_arg(sema *s, const ast *e) {
@@ -878,7 +930,7 @@ static void bind(sema *s, const ast *target, ir_ref r) {
         return;
     }
     binding b = { target->name, r, target->loc };
-    VEC_PUSH(s->ar, s->vals, s->nvals, s->cap_vals, b);
+    push_val(s, b);
     if (r != IR_NONE && !N(s, r)->name) N(s, r)->name = target->name;
 }
 
@@ -891,7 +943,7 @@ static void assign(sema *s, const ast *c) {
     for (int i = 0; i < c->ntargets; i++) {
         if (find_val(s, c->targets[i]->name)) continue;
         binding b = { c->targets[i]->name, IR_NONE, c->targets[i]->loc };
-        VEC_PUSH(s->ar, s->vals, s->nvals, s->cap_vals, b);
+        push_val(s, b);
     }
 }
 
@@ -908,7 +960,17 @@ static void assign_(sema *s, const ast *c) {
             return;
         }
         if (c->callee->kind != AST_APPLY) {
-            diag_error(s->dc, c->callee->loc, "'%s' needs its input: %s(VALUE)", expr_str(s, c->callee), expr_str(s, c->callee));
+            int is_op = is_layer_word(c->callee->name);
+            for (int i = 0; i < 5; i++) if (!strcmp(c->callee->name, graph_words[i])) is_op = 1;
+            if (is_op) {
+                char *lhs = arena_strdup(s->ar, c->targets[0]->name), *args = "";
+                for (int i = 1; i < nt; i++) lhs = arena_printf(s->ar, "%s, %s", lhs, c->targets[i]->name);
+                for (int i = 0; i < c->callee->nargs; i++) args = arena_printf(s->ar, "%s %s", args, expr_str(s, c->callee->args[i]));
+                diag_error(s->dc, c->callee->loc, "'%s' takes its arguments without parentheses: %s = %s%s", c->callee->name,
+                           lhs, c->callee->name, args);
+            } else {
+                diag_error(s->dc, c->callee->loc, "'%s' needs its input: %s(VALUE)", expr_str(s, c->callee), expr_str(s, c->callee));
+            }
             return;
         }
         ir_ref v = net_apply(s, c->callee);
@@ -953,7 +1015,15 @@ static void assign_(sema *s, const ast *c) {
             }
             if (nt < 2) { diag_error(s->dc, c->targets[0]->loc, "'%s' needs at least two names to assign, as in 'a, b = %s ...'", w, w); return; }
             if (W >= 0 && W % nt) {
-                diag_error(s->dc, c->args[0]->loc, "cannot %s width %d into %d equal parts", w, W, nt);
+                if (is_chunk || nt > 8) {
+                    diag_error(s->dc, c->args[0]->loc, "cannot %s width %d into %d equal parts", w, W, nt);
+                } else {
+                    /* suggest sizes: equal parts, the remainder in the last */
+                    char *sz = "";
+                    for (int i = 0; i < nt; i++) sz = arena_printf(s->ar, "%s%s%d", sz, i ? ", " : "", W / nt + (i == nt - 1 ? W % nt : 0));
+                    diag_error(s->dc, c->args[0]->loc, "cannot split width %d into %d equal parts; give the sizes, as in 'split %s [%s]'", W,
+                               nt, expr_str(s, c->args[0]), sz);
+                }
                 return;
             }
             for (int i = 0; i < nt; i++) sizes[i] = W >= 0 ? W / nt : -1;
@@ -1074,6 +1144,11 @@ static void base_stmt(sema *s, const ast *c) {
             s->g->base = BASE_NORMAL_LEARNED;
             return;
         }
+        static const char *const learned[] = { "learned" };
+        if (e->nargs == 1 && !e->nopts && e->args[0]->kind == AST_NAME && closest_word(e->args[0]->name, learned, 1)) {
+            diag_error(s->dc, e->args[0]->loc, "unknown argument '%s' of 'normal'; did you mean 'learned'?", e->args[0]->name);
+            return;
+        }
         diag_error(s->dc, e->loc, "expected 'normal' or 'normal(learned)'");
         return;
     }
@@ -1120,8 +1195,12 @@ static void stmt(sema *s, const ast *c, int depth) {
     }
     if (c->ntargets) {
         if (s->has_layer) {
-            diag_error(s->dc, c->targets[0]->loc, "this flow mixes layer statements and assignments");
-            diag_note(s->dc, s->first_layer, "layer statement here; in graph form apply it to a value: 'y = %s x'", "actnorm");
+            if (!s->mixed) {
+                diag_error(s->dc, c->targets[0]->loc, "this flow mixes layer statements and assignments");
+                diag_note(s->dc, s->first_layer, "layer statement here; in graph form apply it to a value: 'y = %s %s'",
+                          s->first_layer_word, s->g->input_name);
+            }
+            s->mixed = 1;
             return;
         }
         if (!s->has_assign) { s->has_assign = 1; s->first_assign = c->targets[0]->loc; }
@@ -1143,18 +1222,25 @@ static void stmt(sema *s, const ast *c, int depth) {
     if (!strcmp(w, "output")) {
         if (!check_opts(s, c, w, NULL, 0) || !check_nargs(s, c, 1, 1, "'output VALUE'")) return;
         if (s->has_layer) {
-            diag_error(s->dc, c->name_loc, "'output' belongs to graph form, but this flow uses layer statements");
-            diag_note(s->dc, s->first_layer, "first layer statement here");
+            if (!s->mixed) {
+                diag_error(s->dc, c->name_loc, "'output' belongs to graph form, but this flow uses layer statements");
+                diag_note(s->dc, s->first_layer, "first layer statement here");
+            }
+            s->mixed = 1;
             return;
         }
-        if (s->g->output != IR_NONE) {
+        if (s->output_loc.line > 0) {
             diag_error(s->dc, c->name_loc, "the flow already has an output");
+            diag_note(s->dc, s->output_loc, "first output here");
             return;
         }
-        ir_ref v = value_arg(s, c->args[0]);
-        if (v == IR_NONE) { s->g->graph_form = 1; s->g->output = IR_NONE; s->has_assign = 1; return; }
-        s->g->output = v;
+        s->output_loc = c->name_loc;
+        /* `output` makes the flow graph form even without assignments (`output c` must not
+         * fall back to the layer form's running value) */
         s->g->graph_form = 1;
+        if (!s->has_assign) { s->has_assign = 1; s->first_assign = c->name_loc; }
+        ir_ref v = value_arg(s, c->args[0]);
+        s->g->output = v;   /* IR_NONE for a value whose definition failed: already reported */
         return;
     }
     if (!is_layer_word(w)) {
@@ -1165,11 +1251,17 @@ static void stmt(sema *s, const ast *c, int depth) {
         return;
     }
     if (s->has_assign) {
-        diag_error(s->dc, c->name_loc, "layer statement in a flow written in graph form; apply it to a value: 'y = %s x'", w);
-        diag_note(s->dc, s->first_assign, "first assignment here");
+        if (!s->mixed) {
+            diag_error(s->dc, c->name_loc, "layer statement in a flow written in graph form; apply it to a value: 'y = %s x'", w);
+            if (s->first_assign.line == s->output_loc.line && s->first_assign.col == s->output_loc.col)
+                diag_note(s->dc, s->first_assign, "graph form: the flow's 'output' is here");
+            else
+                diag_note(s->dc, s->first_assign, "first assignment here");
+        }
+        s->mixed = 1;
         return;
     }
-    if (!s->has_layer) { s->has_layer = 1; s->first_layer = c->name_loc; }
+    if (!s->has_layer) { s->has_layer = 1; s->first_layer = c->name_loc; s->first_layer_word = w; }
     new_layer(s, cmd_str(s, c), c->name_loc);
     s->prefix = arena_printf(s->ar, "layer%d", s->g->nlayers - 1);
     ir_ref y = apply_layer(s, c, s->cur, 0);
@@ -1274,18 +1366,54 @@ static void infer_widths(sema *s) {
 static const char *vname(sema *s, ir_ref r) {
     const ir_node *n = N(s, r);
     if (n->name) return n->name;
+    for (int i = 0; i < s->nrec; i++)
+        if (s->rec[i].node == r && s->rec[i].text) return s->rec[i].text;
     return arena_printf(s->ar, "%%%d", r);
 }
 
-/* a spine value used as a parameter depends on: find the first unknown spine value */
-static ir_ref find_unknown(sema *s, ir_ref r, const char *spine, const char *known, char *seen) {
-    if (r == IR_NONE || seen[r]) return IR_NONE;
-    seen[r] = 1;
+/* the word the user wrote for an operation (the source text at its location, e.g. `additive`
+ * for an affine node), else the operation's name */
+static const char *op_word(sema *s, ir_ref r) {
     const ir_node *n = N(s, r);
-    if (spine[r]) return known[r] ? IR_NONE : r;
-    for (int k = 0; k < n->nin; k++) {
-        ir_ref u = find_unknown(s, n->in[k], spine, known, seen);
-        if (u != IR_NONE) return u;
+    loc_t l = n->loc;
+    if (l.file >= 0 && l.file < s->dc->nfiles && l.line >= 1 && l.col >= 1 && l.len >= 1 && l.len <= 64) {
+        const source_file *f = &s->dc->files[l.file];
+        const char *p = f->text, *end = f->text + f->len;
+        for (int line = 1; line < l.line && p < end; line++) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            p = nl ? nl + 1 : end;
+        }
+        if (end - p >= l.col - 1 + l.len) {
+            p += l.col - 1;
+            int ok = 1;
+            for (int i = 0; i < l.len; i++)
+                if (!(p[i] == '_' || (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9'))) ok = 0;
+            if (ok) return arena_strndup(s->ar, p, (size_t)l.len);
+        }
+    }
+    return ir_ops[n->op].name;
+}
+
+/* scratch of find_unknown: a visit stamp per node and a stack (no recursion: a chain of
+ * 100000 nets must not overflow the C stack) */
+typedef struct { int *seen; int stamp; ir_ref *stack; } walk;
+
+/* a spine value used as a parameter depends on: find the first unknown spine value, depth
+ * first in input order */
+static ir_ref find_unknown(sema *s, ir_ref r, const char *spine, const char *known, walk *w) {
+    int sp = 0;
+    w->stamp++;
+    w->stack[sp++] = r;
+    while (sp > 0) {
+        ir_ref v = w->stack[--sp];
+        if (v == IR_NONE || w->seen[v] == w->stamp) continue;
+        w->seen[v] = w->stamp;
+        if (spine[v]) {
+            if (!known[v]) return v;
+            continue;
+        }
+        const ir_node *n = N(s, v);
+        for (int k = n->nin - 1; k >= 0; k--) w->stack[sp++] = n->in[k];
     }
     return IR_NONE;
 }
@@ -1308,7 +1436,7 @@ static void check_invertible(sema *s) {
         int f = ir_ops[n->op].flags;
         if ((f & OPF_BIJ) && !spine[n->in[0]]) {
             diag_error(s->dc, n->loc, "'%s' transforms '%s', which is not computed from the input '%s' by invertible operations",
-                       ir_ops[n->op].name, vname(s, n->in[0]), g->input_name);
+                       op_word(s, i), vname(s, n->in[0]), g->input_name);
             return;
         }
         if (f & OPF_MERGE) {
@@ -1324,6 +1452,11 @@ static void check_invertible(sema *s) {
             ir_ref u = n->in[k];
             if (!spine[u]) continue;
             if (uses[u]++ == 0) { first_use[u] = i; continue; }
+            if (first_use[u] == i) {
+                diag_error(s->dc, n->loc, "'%s' is used twice by this '%s'; each value computed from the input must be used once by an invertible operation (conditioners may read it any number of times)",
+                           vname(s, u), op_word(s, i));
+                return;
+            }
             diag_error(s->dc, n->loc, "'%s' is transformed twice; each value computed from the input must be used once by an invertible operation (conditioners may read it any number of times)",
                        vname(s, u));
             diag_note(s->dc, g->nodes[first_use[u]].loc, "first used here");
@@ -1332,8 +1465,9 @@ static void check_invertible(sema *s) {
     }
     if (g->output == IR_NONE) return;
     if (!spine[g->output]) {
-        diag_error(s->dc, g->nodes[g->output].loc, "the output '%s' is not computed from the input '%s' by invertible operations",
-                   vname(s, g->output), g->input_name);
+        diag_error(s->dc, s->output_loc.line > 0 ? s->output_loc : g->nodes[g->output].loc,
+                   "the output '%s' is not computed from the input '%s' by invertible operations", vname(s, g->output), g->input_name);
+        if (s->output_loc.line > 0) diag_note(s->dc, g->nodes[g->output].loc, "'%s' is defined here", vname(s, g->output));
         return;
     }
     for (int i = 0; i < nn; i++) {
@@ -1348,7 +1482,17 @@ static void check_invertible(sema *s) {
     /* simulate the inverse: from the output back to the input */
     char *known = arena_alloc(s->ar, (size_t)nn + 1);
     char *done = arena_alloc(s->ar, (size_t)nn + 1);
-    char *seen = arena_alloc(s->ar, (size_t)nn + 1);
+    walk wk = { arena_alloc(s->ar, sizeof(int) * ((size_t)nn + 1)), 0,
+                arena_alloc(s->ar, sizeof(ir_ref) * ((size_t)nn * IR_MAX_IN + 1)) };
+    /* the parts (GET nodes) of each split, to know when all of them are known */
+    int *gstart = arena_alloc(s->ar, sizeof(int) * ((size_t)nn + 2));
+    ir_ref *gets = arena_alloc(s->ar, sizeof(ir_ref) * ((size_t)nn + 1));
+    for (int j = 0; j < nn; j++)
+        if (g->nodes[j].op == IR_GET) gstart[g->nodes[j].in[0] + 1]++;
+    for (int j = 0; j < nn; j++) gstart[j + 1] += gstart[j];
+    int *gfill = arena_alloc(s->ar, sizeof(int) * ((size_t)nn + 1));
+    for (int j = 0; j < nn; j++)
+        if (g->nodes[j].op == IR_GET) { ir_ref sp = g->nodes[j].in[0]; gets[gstart[sp] + gfill[sp]++] = j; }
     known[g->output] = 1;
     for (int progress = 1; progress;) {
         progress = 0;
@@ -1359,16 +1503,15 @@ static void check_invertible(sema *s) {
             if (f & OPF_TUPLE) {
                 /* all parts known */
                 int all = 1;
-                for (int j = i + 1; j < nn; j++)
-                    if (g->nodes[j].op == IR_GET && g->nodes[j].in[0] == i && !known[j]) all = 0;
+                for (int j = gstart[i]; j < gstart[i + 1]; j++)
+                    if (!known[gets[j]]) all = 0;
                 if (!all) continue;
                 known[n->in[0]] = 1;
             } else {
                 if (!known[i]) continue;
                 if (f & OPF_BIJ) {
                     for (int k = 1; k < n->nin; k++) {
-                        memset(seen, 0, (size_t)nn);
-                        if (find_unknown(s, n->in[k], spine, known, seen) != IR_NONE) goto next;
+                        if (find_unknown(s, n->in[k], spine, known, &wk) != IR_NONE) goto next;
                     }
                     known[n->in[0]] = 1;
                 } else if (f & OPF_PROJ) {
@@ -1386,15 +1529,14 @@ static void check_invertible(sema *s) {
         const ir_node *n = &g->nodes[i];
         if (!spine[i] || done[i] || !known[i] || !(ir_ops[n->op].flags & OPF_BIJ)) continue;
         for (int k = 1; k < n->nin; k++) {
-            memset(seen, 0, (size_t)nn);
-            ir_ref u = find_unknown(s, n->in[k], spine, known, seen);
+            ir_ref u = find_unknown(s, n->in[k], spine, known, &wk);
             if (u == IR_NONE) continue;
             const char *what = n->op == IR_AFFINE ? (k == 1 ? "scale" : "shift") : "parameter";
             if (u == n->in[0])
-                diag_error(s->dc, n->loc, "'%s' cannot be inverted: its %s depends on '%s', its own input", ir_ops[n->op].name, what, vname(s, u));
+                diag_error(s->dc, n->loc, "'%s' cannot be inverted: its %s depends on '%s', its own input", op_word(s, i), what, vname(s, u));
             else
                 diag_error(s->dc, n->loc, "'%s' cannot be inverted: its %s depends on '%s', which the inverse computes only after this operation",
-                           ir_ops[n->op].name, what, vname(s, u));
+                           op_word(s, i), what, vname(s, u));
             diag_note(s->dc, g->nodes[n->in[k]].loc, "the %s is computed here", what);
             return;
         }
@@ -1410,8 +1552,12 @@ static ir_graph *flow(sema *s, const ast *f, const char *filename) {
     s->g = ir_new(s->ar, f->name, f->name_loc);
     s->g->file = filename;
     s->nvals = s->nivars = s->nrec = 0;
+    s->vhash = NULL;
+    s->vhcap = 0;
     s->has_layer = s->has_assign = 0;
     s->too_big = 0;
+    s->mixed = 0;
+    s->output_loc = loc_none();
     s->cmd = NULL;
     int e0 = nerrors(s);
     /* declarations first, wherever they are in the body */
@@ -1452,11 +1598,18 @@ static ir_graph *flow(sema *s, const ast *f, const char *filename) {
     }
     if (nerrors(s) > e0) return NULL;
     if (s->has_assign && s->g->output == IR_NONE) {
-        diag_error(s->dc, f->name_loc, "flow '%s' is written in graph form but has no 'output' statement", f->name);
+        if (s->nvals > 0)
+            diag_error(s->dc, f->name_loc, "flow '%s' is written in graph form but has no 'output' statement; end it with one, such as 'output %s'",
+                       f->name, s->vals[s->nvals - 1].name);
+        else
+            diag_error(s->dc, f->name_loc, "flow '%s' is written in graph form but has no 'output' statement", f->name);
         return NULL;
     }
     if (!s->has_assign) s->g->output = s->cur;
     infer_widths(s);
+    int uninferred = 0;
+    for (int i = 0; i < s->nrec; i++)
+        if (N(s, s->rec[i].node)->op != IR_MAF && N(s, s->rec[i].node)->width < 0) uninferred = 1;
     for (int i = 0; i < s->nrec; i++) {
         recipe *r = &s->rec[i];
         ir_node *n = N(s, r->node);
@@ -1466,14 +1619,22 @@ static ir_graph *flow(sema *s, const ast *f, const char *filename) {
             continue;
         }
         if (n->width < 0) {
-            diag_error(s->dc, r->loc, "cannot infer the output width of '%s' from its uses; give it as %s with out=N", r->desc, r->desc);
+            /* the net expression with out=N added: mlp(16) -> mlp(16, out=N), small -> small(out=N) */
+            size_t dl = strlen(r->desc);
+            const char *with_out = dl > 2 && r->desc[dl - 1] == ')' && r->desc[dl - 2] != '('
+                                       ? arena_printf(s->ar, "%.*s, out=N)", (int)dl - 1, r->desc)
+                                       : arena_printf(s->ar, "%.*s(out=N)", (int)(dl > 2 && r->desc[dl - 1] == ')' ? dl - 2 : dl), r->desc);
+            diag_error(s->dc, r->loc, "cannot infer the output width of '%s' from its uses; give it explicitly, as in %s", r->desc,
+                       with_out);
             continue;
         }
         int in = 0, C = 0;
         for (int k = 0; k < n->nin; k++) {
             int w = N(s, n->in[k])->width;
             if (w < 0) {
-                diag_error(s->dc, r->loc, "the width of input '%s' of '%s' is not known; give its net an explicit out=N", vname(s, n->in[k]), r->desc);
+                /* it comes from a net whose width could not be inferred, reported above */
+                if (!uninferred)
+                    diag_error(s->dc, r->loc, "the width of input '%s' of '%s' is not known; give its net an explicit out=N", vname(s, n->in[k]), r->desc);
                 in = -1;
                 break;
             }
@@ -1510,7 +1671,7 @@ static ir_graph *flow(sema *s, const ast *f, const char *filename) {
                 if (w != n->width) {
                     diag_error(s->dc, N(s, n->in[k])->loc, "the %s '%s' has width %d, but '%s' has width %d", k == 1 ? "scale" : "shift",
                                vname(s, n->in[k]), w, vname(s, n->in[0]), n->width);
-                    diag_note(s->dc, n->loc, "used by this affine transform");
+                    diag_note(s->dc, n->loc, "used as the %s of this '%s'", k == 1 ? "scale" : "shift", op_word(s, i));
                 }
             }
         }
@@ -1588,6 +1749,9 @@ void sema_file(diag_ctx *dc, ast *file, sema_result *out) {
     }
     if (nflows == 0 && dc->nerrors == 0) {
         loc_t l = file->loc;
-        diag_error(dc, l, "no flow defined; a file holds at least one 'flow NAME { ... }'");
+        if (file->loc.file >= 0 && file->loc.file < dc->nfiles && dc->files[file->loc.file].len == 0)
+            diag_error(dc, l, "the file is empty; a .flow file holds at least one 'flow NAME { ... }'");
+        else
+            diag_error(dc, l, "no flow defined; a file holds at least one 'flow NAME { ... }'");
     }
 }

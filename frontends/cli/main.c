@@ -6,21 +6,45 @@
 #include <unistd.h>
 
 #include "../../compiler/front.h"
+#include "run_cmds.h"
+#include "train_cmd.h"
 
 #ifndef NFC_VERSION
 #define NFC_VERSION "0.1.0"
 #endif
 
 static const char usage_text[] =
-    "usage: nfc <command> [options] FILE...\n"
+    "usage: nfc <command> [options] MODEL.flow ...\n"
     "\n"
-    "nfc compiles normalizing flows written in the .flow language.\n"
+    "nfc compiles normalizing flows written in the .flow language to native code.\n"
     "\n"
     "commands:\n"
     "  check FILE...          check models and print a summary of each: input, context,\n"
     "                         base, layers with the shape after each, parameter counts\n"
     "    --dump=graph         print the flow graph instead of the summary\n"
     "    --dump=ast           print the syntax tree\n"
+    "  forward MODEL --data X -o Z [--logdet L]   z = f(x) and log|det df/dx| per row\n"
+    "  inverse MODEL --data Z -o X [--logdet L]   x = f^-1(z) and its log|det| per row\n"
+    "  logprob MODEL --data X -o LP               log p(x) per row, in nats\n"
+    "  eval MODEL --data X                        mean log-likelihood (nats), bits/dim\n"
+    "  sample MODEL -n N -o X [--seed S] [--temperature T]\n"
+    "  MODEL --emit=llvm|asm|obj -o FILE          write the compiled code\n"
+    NFC_TRAIN_USAGE
+    "\n"
+    "options of the commands that run a model:\n"
+    "  --weights W.safetensors  parameters (default: the initializer, see --init-seed)\n"
+    "  --context C            the context, for flows that have one: one row per sample,\n"
+    "                         or a single row used for every sample\n"
+    "  --init-seed S          seed of the parameter initializer (default 0)\n"
+    "  --init-scale F         start zero-initialized parameters at uniform(-F, F), so an\n"
+    "                         untrained model is not the identity (default 0)\n"
+    "  --dtype f32|f64        precision of the compiled code (default f32)\n"
+    "  --backend jit|interp   native code (default) or the reference interpreter (f64)\n"
+    "  -O0 .. -O3             optimization level (default -O2)\n"
+    "  --cpu NAME             target CPU (default: this machine's)\n"
+    "  --vector-width N       0 (native, default), 1 (scalar), 2, 4, 8, 16\n"
+    "  --flow NAME            which flow of a file that defines several\n"
+    "  data files are NPY (f32 or f64, C order) or CSV (header optional), by extension\n"
     "\n"
     "options:\n"
     "  -h, --help             show this help and exit\n"
@@ -45,6 +69,16 @@ static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'nfc --help' for more information.\n");
     return 2;
+}
+
+/* --color=MODE, accepted before or after the command; returns 0, or 2 after a usage error */
+static int set_color(const char *a) {
+    const char *m = a + 8;
+    if (!strcmp(m, "always")) color_mode = 1;
+    else if (!strcmp(m, "never")) color_mode = 0;
+    else if (!strcmp(m, "auto")) color_mode = -1;
+    else return usage_error("unknown color mode '%s' (auto, always or never)", m);
+    return 0;
 }
 
 static void summary(const ir_graph *g, FILE *out) {
@@ -109,6 +143,8 @@ static int cmd_check(int argc, char **argv) {
         if (!strncmp(a, "--dump=", 7)) {
             dump = a + 7;
             if (strcmp(dump, "graph") && strcmp(dump, "ast")) return usage_error("unknown dump '%s' (graph or ast)", dump);
+        } else if (!strncmp(a, "--color=", 8)) {
+            if (set_color(a)) return 2;
         } else if (!strcmp(a, "--dump")) {
             return usage_error("%s needs a stage: --dump=graph or --dump=ast", a);
         } else if (a[0] == '-' && a[1]) {
@@ -152,11 +188,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_text, stdout); return 0; }
         if (!strcmp(a, "--version")) { printf("nfc %s\n", NFC_VERSION); return 0; }
         if (!strncmp(a, "--color=", 8)) {
-            const char *m = a + 8;
-            if (!strcmp(m, "always")) color_mode = 1;
-            else if (!strcmp(m, "never")) color_mode = 0;
-            else if (!strcmp(m, "auto")) color_mode = -1;
-            else return usage_error("unknown color mode '%s' (auto, always or never)", m);
+            if (set_color(a)) return 2;
             continue;
         }
         break;
@@ -166,10 +198,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[i];
-    static const char *const cmds[] = { "check" };
+    static const char *const cmds[] = { "check", "forward", "inverse", "logprob", "eval", "sample", "train" };
+    if (!strcmp(cmd, "train")) return cmd_train(argc - i - 1, argv + i + 1, use_color());
     if (!strcmp(cmd, "check")) return cmd_check(argc - i - 1, argv + i + 1);
+    for (int k = 1; k < 6; k++)
+        if (!strcmp(cmd, cmds[k])) return cmd_run(cmd, argc - i - 1, argv + i + 1, use_color());
+    size_t cl = strlen(cmd);
+    if (cl > 5 && !strcmp(cmd + cl - 5, ".flow")) return cmd_emit(argc - i, argv + i, use_color());
     if (cmd[0] == '-') return usage_error("unknown option '%s'", cmd);
-    const char *sug = closest_word(cmd, cmds, 1);
+    const char *sug = closest_word(cmd, cmds, 7);
     if (sug) {
         fprintf(stderr, "nfc: error: unknown command '%s'; did you mean '%s'?\n", cmd, sug);
         fprintf(stderr, "Try 'nfc --help' for more information.\n");

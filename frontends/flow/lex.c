@@ -1,7 +1,9 @@
 /* frontends/flow/lex.c: bytes of a .flow file to tokens.
  * Input: a source file registered in a diag_ctx. Output: tokens with file:line:col, and
  * diagnostics for bytes that are not part of the language (reported once per run of bad
- * bytes, then skipped), malformed numbers and absurdly long lines or identifiers.
+ * bytes, then skipped; UTF-8 characters by code point, with a hint for look-alikes of ASCII
+ * such as U+2212 for '-'; one error per quoted string), malformed numbers and absurdly long
+ * lines or identifiers.
  * '#' starts a comment to the end of the line. A newline ends a statement unless it is
  * inside ( ) or [ ]. */
 #include "ast.h"
@@ -51,6 +53,56 @@ const char *tok_name(tok_kind k) {
 static loc_t here(lexer *lx, const char *start, int len) {
     loc_t l = { lx->file, lx->line, (int)(start - lx->line_start) + 1, len > 0 ? len : 1 };
     return l;
+}
+
+/* The code point of the UTF-8 sequence at s and its length in bytes, or 0 if it is not valid
+ * UTF-8 (then the byte is reported as a byte). */
+static int utf8_decode(const char *s, const char *end, uint32_t *cp) {
+    const unsigned char *u = (const unsigned char *)s;
+    int n = u[0] >= 0xf0 && u[0] < 0xf5 ? 4 : u[0] >= 0xe0 ? 3 : u[0] >= 0xc2 && u[0] < 0xe0 ? 2 : 0;
+    if (u[0] >= 0xf5 || n == 0 || end - s < n) return 0;
+    uint32_t v = u[0] & (0x7f >> n);
+    for (int i = 1; i < n; i++) {
+        if ((u[i] & 0xc0) != 0x80) return 0;
+        v = (v << 6) | (u[i] & 0x3f);
+    }
+    if ((n == 3 && v < 0x800) || (n == 4 && (v < 0x10000 || v > 0x10ffff)) || (v >= 0xd800 && v <= 0xdfff)) return 0;
+    *cp = v;
+    return n;
+}
+
+/* characters that word processors and web pages put in place of ASCII ones */
+static const char *lookalike(uint32_t cp) {
+    switch (cp) {
+    case 0x2212: case 0x2010: case 0x2011: case 0x2012: case 0x2013: case 0x2014: return "did you mean '-'?";
+    case 0x00d7: case 0x2217: return "did you mean '*'?";
+    case 0x2018: case 0x2019: case 0x201c: case 0x201d: return "a typographic quote; .flow files have no strings, write the value without quotes";
+    case 0xff1d: return "did you mean '='?";
+    case 0xff1a: return "did you mean ':'?";
+    case 0xff0c: return "did you mean ','?";
+    }
+    return NULL;
+}
+
+/* invisible characters: their name and what to do, or NULL */
+static const char *invisible(uint32_t cp, const char **todo) {
+    *todo = "delete it";
+    switch (cp) {
+    case 0xfeff: *todo = "save the file without it"; return "byte order mark";
+    case 0x200b: return "zero-width space";
+    case 0x00a0: case 0x202f: *todo = "use an ordinary space"; return "non-breaking space";
+    case 0x2002: case 0x2003: case 0x2009: *todo = "use an ordinary space"; return "typographic space";
+    }
+    return NULL;
+}
+
+/* Whether the quote at s closes one opened earlier on its line (already reported). */
+static int closes_quote(const lexer *lx, const char *s) {
+    /* bounded: on very long lines, or once errors are no longer shown, each quote is its own */
+    if (lx->dc->capped || s - lx->line_start > 4096) return 0;
+    int n = 0;
+    for (const char *q = lx->line_start; q < s; q++) n += *q == *s;
+    return n % 2 == 1;
 }
 
 static int is_ident_start(int c) { return isalpha(c) || c == '_'; }
@@ -182,11 +234,44 @@ token lex_next(lexer *lx) {
             lx->p++;
         }
         loc_t l = here(lx, s, (int)(lx->p - s));
-        if (c >= 32 && c < 127)
+        uint32_t cp;
+        int n;
+        if (c == '"' || c == '\'') {
+            /* quoted text: one error for the pair, none for its closing quote */
+            if (closes_quote(lx, s)) continue;
+            const char *q = memchr(s + 1, c, (size_t)(lx->end - s - 1));
+            if (q && q - s < 4096 && !memchr(s + 1, '\n', (size_t)(q - s - 1))) l.len = (int)(q - s) + 1;
+            diag_error(lx->dc, l, "unexpected %s: .flow files have no strings; write the value without quotes",
+                       c == '"' ? "'\"'" : "\"'\"");
+        } else if (c >= 32 && c < 127) {
             diag_error(lx->dc, l, "unexpected character '%c'", c);
-        else if (c == 0)
+        } else if (c == 0) {
             diag_error(lx->dc, l, "unexpected NUL byte; is this a text file?");
-        else
+        } else if ((n = utf8_decode(s, lx->end, &cp)) > 0) {
+            const char *hint = lookalike(cp), *todo, *what = invisible(cp, &todo);
+            l.len = n;
+            if (cp == 0x201c || cp == 0x2018) {
+                /* “quoted”: one error for the pair, the closing quote is skipped below */
+                const char *close = cp == 0x201c ? "\xe2\x80\x9d" : "\xe2\x80\x99";
+                for (const char *q = s + n; q + 3 <= lx->end && *q != '\n' && q - s < 4096; q++)
+                    if (!memcmp(q, close, 3)) { l.len = (int)(q - s) + 3; break; }
+            } else if ((cp == 0x201d || cp == 0x2019) && !lx->dc->capped) {
+                const char *open = cp == 0x201d ? "\xe2\x80\x9c" : "\xe2\x80\x98";
+                int opened = 0;
+                for (const char *q = s - 1; q >= lx->line_start && s - q < 4096 && !opened; q--)
+                    if (q + 3 <= s && !memcmp(q, open, 3)) opened = 1;
+                if (opened) continue;
+            }
+            if (what && cp == 0xfeff && s != lx->dc->files[lx->file].text) todo = "delete it";
+            if (what)
+                diag_error(lx->dc, l, "unexpected %s (U+%04X); %s", what, (unsigned)cp, todo);
+            else if (hint)
+                diag_error(lx->dc, l, "unexpected character '%.*s' (U+%04X); %s", n, s, (unsigned)cp, hint);
+            else
+                diag_error(lx->dc, l, "unexpected character '%.*s' (U+%04X); only ASCII is allowed outside comments", n, s,
+                           (unsigned)cp);
+        } else {
             diag_error(lx->dc, l, "unexpected byte 0x%02x (only ASCII is allowed outside comments)", c);
+        }
     }
 }

@@ -2,7 +2,8 @@
  * Input: a source file in a diag_ctx. Output: an AST_FILE of flows and nets, each node
  * located. Recursive descent with two tokens of lookahead. On a syntax error it reports once,
  * skips to the end of the statement and goes on, so one run shows several errors. Nesting
- * is limited (64 levels) so that no input can exhaust the stack.
+ * is limited (64 levels) so that no input can exhaust the stack. A file with a NUL or control
+ * byte outside comments is not text: one error, and nothing is parsed.
  *
  *   file    := { flow | net | NEWLINE | ';' }
  *   flow    := 'flow' NAME '{' block '}'
@@ -30,11 +31,19 @@ typedef struct {
     token     tk[2];     /* current and next token */
     int       depth;
     int       bail;      /* an error was reported in this statement: skip to its end */
+    loc_t     lex_err;   /* the last error the lexer reported */
 } parser;
+
+static token lex(parser *p) {
+    int e0 = p->dc->nerrors;
+    token t = lex_next(&p->lx);
+    if (p->dc->nerrors > e0 && !p->dc->capped && p->dc->nd > 0) p->lex_err = p->dc->d[p->dc->nd - 1].loc;
+    return t;
+}
 
 static void advance(parser *p) {
     p->tk[0] = p->tk[1];
-    p->tk[1] = lex_next(&p->lx);
+    p->tk[1] = lex(p);
 }
 
 static token *cur(parser *p) { return &p->tk[0]; }
@@ -62,8 +71,15 @@ static void describe(parser *p, const token *t, char *buf, size_t n) {
     (void)p;
 }
 
+/* The lexer reported bad bytes on this line before the current token (they were skipped, so
+ * the tokens around them may not fit): a syntax error here would only repeat that one. */
+static int after_lex_error(parser *p) {
+    return p->lex_err.line == cur(p)->loc.line && p->lex_err.file == cur(p)->loc.file && p->lex_err.col <= cur(p)->loc.col;
+}
+
 static void error_at_cur(parser *p, const char *what) {
     if (p->bail) return;
+    if (after_lex_error(p)) { p->bail = 1; return; }
     char got[64];
     describe(p, cur(p), got, sizeof got);
     diag_error(p->dc, cur(p)->loc, "expected %s, found %s", what, got);
@@ -114,33 +130,43 @@ static void parse_opt(parser *p, ast_opt **opts, int *n, int *cap) {
     o.key = tok_text(p, cur(p));
     o.loc = cur(p)->loc;
     advance(p); /* name */
+    loc_t eq = cur(p)->loc;
     advance(p); /* = */
+    if (!p->bail && (end_of_stmt(p) || is_opt_start(p) || at(p, TK_LBRACE) || at(p, TK_COMMA) || at(p, TK_RPAREN))) {
+        /* `mask= net=...`: the value is missing, not the next option misplaced */
+        if (!after_lex_error(p)) diag_error(p->dc, eq, "missing value after '%s='", o.key);
+        p->bail = 1;
+        return;
+    }
     o.val = parse_expr(p);
     if (!o.val) return;
     VEC_PUSH(p->ar, *opts, *n, *cap, o);
 }
 
-/* args after '(' or '[' up to the closing token (consumed). Options allowed when opts != NULL. */
-static void parse_args(parser *p, ast *n, tok_kind close, const char *close_name, int allow_opts) {
-    if (at(p, close)) { advance(p); return; }
+/* args after '(' or '[' (at `open`) up to the closing token (consumed). Options allowed when
+ * allow_opts. Returns the location of the closing token, or of `open` after an error. */
+static loc_t parse_args(parser *p, ast *n, loc_t open, tok_kind close, const char *close_name, int allow_opts) {
+    loc_t end = cur(p)->loc;
+    if (at(p, close)) { advance(p); return end; }
     for (;;) {
         if (allow_opts && is_opt_start(p)) {
             parse_opt(p, &n->opts, &n->nopts, &n->cap_opts);
         } else {
             ast *e = parse_expr(p);
-            if (!e) return;
+            if (!e) return open;
             VEC_PUSH(p->ar, n->args, n->nargs, n->cap_args, e);
         }
-        if (p->bail) return;
+        if (p->bail) return open;
         if (at(p, TK_COMMA)) { advance(p); continue; }
-        if (at(p, close)) { advance(p); return; }
+        end = cur(p)->loc;
+        if (at(p, close)) { advance(p); return end; }
         char what[64];
         snprintf(what, sizeof what, "',' or %s", close_name);
         int reported = p->bail;
         error_at_cur(p, what);
-        if (!reported && cur(p)->loc.line > n->loc.line)
-            diag_note(p->dc, n->loc, "to match this %s", close == TK_RPAREN ? "'('" : "'['");
-        return;
+        if (!reported && cur(p)->loc.line > open.line)
+            diag_note(p->dc, open, "to match this %s", close == TK_RPAREN ? "'('" : "'['");
+        return open;
     }
 }
 
@@ -167,19 +193,21 @@ static ast *parse_primary(parser *p) {
         if (!at(p, TK_LPAREN)) return n;
         /* a call: name(args), then any number of applications (values) */
         n->kind = AST_CALL;
+        loc_t open = cur(p)->loc;
         advance(p);
         if (!enter(p)) return NULL;
-        parse_args(p, n, TK_RPAREN, "')'", 1);
+        parse_args(p, n, open, TK_RPAREN, "')'", 1);
         leave(p);
         while (!p->bail && at(p, TK_LPAREN)) {
             ast *a = new_node(p, AST_APPLY, cur(p)->loc);
             a->callee = n;
             a->name = n->name;
+            loc_t aopen = cur(p)->loc;
             advance(p);
             if (!enter(p)) return NULL;
-            parse_args(p, a, TK_RPAREN, "')'", 0);
+            loc_t close = parse_args(p, a, aopen, TK_RPAREN, "')'", 0);
             leave(p);
-            a->loc = loc_span(n->loc, a->loc);
+            a->loc = loc_span(n->loc, close);   /* the whole `mlp(32)(a)` */
             n = a;
         }
         return p->bail ? NULL : n;
@@ -188,7 +216,7 @@ static ast *parse_primary(parser *p) {
         ast *n = new_node(p, AST_LIST, t.loc);
         advance(p);
         if (!enter(p)) return NULL;
-        parse_args(p, n, TK_RBRACK, "']'", 0);
+        n->loc = loc_span(n->loc, parse_args(p, n, t.loc, TK_RBRACK, "']'", 0));  /* the whole `[0, 1]` */
         leave(p);
         return p->bail ? NULL : n;
     }
@@ -263,6 +291,12 @@ static ast *parse_decl(parser *p) {
     nm->name = tok_text(p, cur(p));
     VEC_PUSH(p->ar, n->targets, n->ntargets, n->cap_targets, nm);
     advance(p); /* name */
+    if (!at(p, TK_COLON)) {
+        char what[200];
+        snprintf(what, sizeof what, "':' and the type after '%.64s', as in '%s %.64s: f32[2]'", nm->name, n->name, nm->name);
+        error_at_cur(p, what);
+        return n;
+    }
     advance(p); /* : */
     if (!at(p, TK_IDENT)) { error_at_cur(p, "a type such as 'f32[2]'"); return n; }
     n->dtype = tok_text(p, cur(p));
@@ -270,9 +304,10 @@ static ast *parse_decl(parser *p) {
     advance(p);
     if (!at(p, TK_LBRACK)) { error_at_cur(p, "'[' and the shape, as in 'f32[2]'"); return n; }
     n->shape = new_node(p, AST_LIST, cur(p)->loc);
+    loc_t open = cur(p)->loc;
     advance(p);
     if (!enter(p)) return n;
-    parse_args(p, n->shape, TK_RBRACK, "']'", 0);
+    parse_args(p, n->shape, open, TK_RBRACK, "']'", 0);
     leave(p);
     n->shape->loc = n->dtype_loc;
     while (!p->bail && !end_of_stmt(p)) {
@@ -413,14 +448,44 @@ static ast *parse_def(parser *p) {
     return n;
 }
 
+/* A NUL or control byte outside comments means the file is not text (a binary, a compressed
+ * file): report the first one and parse nothing, rather than one error per run of junk. */
+static int reject_binary(diag_ctx *dc, int file) {
+    const source_file *f = &dc->files[file];
+    const unsigned char *t = (const unsigned char *)f->text, *e = t + f->len, *ls = t;
+    int line = 1;
+    for (const unsigned char *q = t; q < e; q++) {
+        unsigned char c = *q;
+        if (c == '#') {
+            while (q + 1 < e && q[1] != '\n') q++;
+        } else if (c == '\n') {
+            line++;
+            ls = q + 1;
+        } else if ((c < 32 && c != '\t' && c != '\r' && c != '\f' && c != '\v') || c == 127) {
+            loc_t l = { file, line, (int)(q - ls) + 1, 1 };
+            if (c == 0) diag_error(dc, l, "unexpected NUL byte; is this a text file?");
+            else diag_error(dc, l, "unexpected control byte 0x%02x; is this a text file?", c);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 ast *parse_file(diag_ctx *dc, int file) {
+    if (reject_binary(dc, file)) {
+        loc_t start = { file, 1, 1, 1 };
+        ast *root = arena_alloc(dc->ar, sizeof *root);
+        root->kind = AST_FILE;
+        root->loc = root->name_loc = start;
+        return root;
+    }
     parser p;
     memset(&p, 0, sizeof p);
     p.dc = dc;
     p.ar = dc->ar;
     lex_init(&p.lx, dc, file);
-    p.tk[0] = lex_next(&p.lx);
-    p.tk[1] = lex_next(&p.lx);
+    p.tk[0] = lex(&p);
+    p.tk[1] = lex(&p);
     loc_t start = { file, 1, 1, 1 };
     ast *root = new_node(&p, AST_FILE, start);
     while (!at(&p, TK_EOF)) {
@@ -433,7 +498,10 @@ ast *parse_file(diag_ctx *dc, int file) {
             if (!p.bail) {
                 char got[64];
                 describe(&p, &t, got, sizeof got);
-                diag_error(dc, t.loc, "expected 'flow' or 'net' at the top level, found %s", got);
+                if (t.kind == TK_RBRACE)
+                    diag_error(dc, t.loc, "unexpected '}' at the top level: it closes no '{'");
+                else
+                    diag_error(dc, t.loc, "expected 'flow' or 'net' at the top level, found %s", got);
             }
             /* skip to the next line that could start a definition */
             p.bail = 1;

@@ -127,7 +127,10 @@ TEST(invertibility_analysis) {
                  "'a' does not reach the output", 3, 2);
     /* a value transformed twice */
     expect_error("flow f {\n input x: f32[4]\n a, b = split x [2, 2]\n z = concat a, a\n output z\n}\n",
-                 "'a' is transformed twice", 4, 6);
+                 "'a' is used twice by this 'concat'", 4, 6);
+    /* ... or by two operations */
+    expect_error("flow f {\n input x: f32[4]\n a, b = split x [2, 2]\n a2 = actnorm a\n a3 = actnorm a\n z = concat a2, b\n output z\n}\n",
+                 "'a' is transformed twice", 5, 7);
     /* a conditioner output cannot be part of the flow */
     expect_error("flow f {\n input x: f32[4]\n a, b = split x [2, 2]\n s = mlp(8, out=2)(a)\n z = concat a, s\n output z\n}\n",
                  "'s' is computed by a conditioner", 5, 6);
@@ -158,7 +161,7 @@ TEST(layer_errors) {
     expect_error("flow f {\n input x: f32[2]\n leaky_relu slope=0\n}\n", "slope must be in (0, 1]", 3, 19);
     expect_error("net mlp(h) { dense out }\nflow f {\n input x: f32[2]\n}\n", "redefines a built-in net", 1, 5);
     expect_error("net r(h) { dense h relu }\nflow f {\n input x: f32[2]\n affine_coupling net=r(8)\n}\n",
-                 "must end with 'dense out'", 1, 5);
+                 "must end with 'dense out'", 1, 12);
     expect_error("net r(h) { residual { dense 3 } \n dense out }\nflow f {\n input x: f32[2]\n affine_coupling net=r(8)\n}\n",
                  "residual block changes the width from 1 to 3", 1, 12);
     expect_error("flow f {\n input x: f32[2]\n y = actnorm x\n reverse\n output y\n}\n", "layer statement in a flow written in graph form", 4, 2);
@@ -176,6 +179,61 @@ TEST(syntax_errors) {
     expect_error("x = 3\n", "expected 'flow' or 'net' at the top level", 1, 1);
     expect_error("flow f {\n input x: f32[2]\n actnorm $\n}\n", "unexpected character '$'", 3, 10);
     expect_error("flow f {\n input x: f32[12abc]\n}\n", "invalid number '12abc'", 2, 15);
+}
+
+/* like expect_error, and exactly `count` errors: no follow-on errors of the first */
+static void expect_errors(const char *text, size_t len, int count, const char *msg, int line, int col) {
+    comp c;
+    arena_init(&c.ar);
+    diag_init(&c.dc, &c.ar);
+    memset(&c.res, 0, sizeof c.res);
+    c.nerr = front_compile_text(&c.dc, "t.flow", text, len, &c.res, NULL);
+    CHECK(c.nerr == count, "%d errors, expected %d (first: %s)\n%s", c.nerr, count, first_error(&c), text);
+    const diag *d = NULL;
+    for (int i = 0; i < c.dc.nd && !d; i++) if (c.dc.d[i].kind == DIAG_ERROR) d = &c.dc.d[i];
+    CHECK(d && strstr(d->msg, msg), "got '%s', expected '%s'", d ? d->msg : "", msg);
+    if (d) CHECK(d->loc.line == line && d->loc.col == col, "at %d:%d, expected %d:%d (%s)", d->loc.line, d->loc.col, line, col, d->msg);
+    done(&c);
+}
+#define EXPECT_ERRORS(text, count, msg, line, col) expect_errors(text, sizeof(text) - 1, count, msg, line, col)
+
+/* regressions found while building the tests/bad corpus */
+TEST(diagnostic_quality) {
+    /* `output c` of the context used to be ignored in favour of the input (identity flow) */
+    EXPECT_ERRORS("flow f {\n input x: f32[2]\n context c: f32[2]\n output c\n}\n", 1, "the output 'c' is not computed from the input", 4, 2);
+    EXPECT_ERRORS("flow f {\n input x: f32[2]\n output x\n actnorm\n}\n", 1, "layer statement in a flow written in graph form", 4, 2);
+    /* lexical: one error per quoted string, UTF-8 decoded with a hint, binary files stop at once */
+    EXPECT_ERRORS("flow f {\n input x: f32[2]\n affine_coupling net=\"mlp(4)\"\n}\n", 1, "no strings", 3, 22);
+    EXPECT_ERRORS("flow f {\n input x: f32[2]\n leaky_relu slope=\xe2\x88\x92" "0.5\n}\n", 1, "(U+2212); did you mean '-'?", 3, 19);
+    EXPECT_ERRORS("flow f {\n input x: f32[2]\n actnorm\n}\n\x1f\x8b\x08\x00\x00{{}}\x00\x01\xff\xfe", 1, "control byte 0x1f", 5, 1);
+    EXPECT_ERRORS("# \x01 in a comment is fine\nflow f {\n input x: f32[2]\n act\x00norm\n}\n", 1, "NUL byte", 4, 5);
+    EXPECT_ERRORS("flow f {\n input x: f32[2]\n affine_coupling net=\xe2\x80\x9cmlp(4)\xe2\x80\x9d\n}\n", 1, "typographic quote", 3, 22);
+    /* bad bytes are skipped: no follow-on syntax error for the tokens around them */
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n affine_coupling mask=@ net=mlp(4)\n}\n", 1, "unexpected character '@'", 3, 23);
+    /* syntax */
+    EXPECT_ERRORS("flow f {\n input x f32[2]\n}\n", 1, "expected ':' and the type after 'x'", 2, 10);
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n affine_coupling mask= net=mlp(4)\n}\n", 1, "missing value after 'mask='", 3, 22);
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n actnorm\n}\n}\n", 1, "it closes no '{'", 5, 1);
+    /* the note of an unclosed '(' points at the '(' */
+    {
+        comp c;
+        compile_text(&c, "flow f {\n input x: f32[4]\n affine_coupling net=mlp(64\n reverse\n}\n");
+        CHECK(c.dc.nd == 2 && c.dc.d[1].kind == DIAG_NOTE && c.dc.d[1].loc.line == 3 && c.dc.d[1].loc.col == 25);
+        done(&c);
+    }
+    /* one error for one mistake */
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n affine_coupling nett=mlp(4)\n}\n", 1, "did you mean 'net'?", 3, 18);
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n a, b = split x [2, 2]\n h = mlp(16)(a)\n b2 = additive b shift=mlp(8)(h)\n"
+                  " z = concat a, b2\n output z\n}\n", 1, "as in mlp(16, out=N)", 4, 6);
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n actnorm\n a, b = split x\n z = concat a, b\n output z\n}\n", 1,
+                  "mixes layer statements and assignments", 4, 2);
+    /* messages name what the user wrote, never internal node numbers */
+    EXPECT_ERRORS("flow f {\n input x: f32[6]\n a, b = split x [2, 4]\n b2 = additive b shift=mlp(16, out=2)(a)\n z = concat a, b2\n output z\n}\n",
+                  1, "the shift 'mlp(16, out=2)(a)' has width 2", 4, 24);
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n a, b = split x [2, 2]\n b2 = additive b shift=mlp(32)(b)\n z = concat a, b2\n output z\n}\n",
+                  1, "'additive' cannot be inverted", 4, 7);
+    EXPECT_ERRORS("flow f {\n input x: f32[4]\n y = actnorm(x)\n output y\n}\n", 1, "without parentheses: y = actnorm x", 3, 6);
+    EXPECT_ERRORS("flow f {\n input x: f32[5]\n a, b = split x\n z = concat a, b\n output z\n}\n", 1, "as in 'split x [2, 3]'", 3, 15);
 }
 
 /* diagnostics render clang-style: file:line:col, the line, a caret under the range */
@@ -206,6 +264,25 @@ TEST(error_cap) {
     CHECK(shown == DIAG_MAX_ERRORS, "%d errors shown", shown);
     CHECK(c.dc.capped);
     done(&c);
+}
+
+/* a chain of 150000 conditioner nets: the invertibility analysis used to recurse once per
+ * net and overflow the stack; name lookups and split bookkeeping used to be quadratic */
+TEST(long_graphs) {
+    int n = 150000;
+    size_t cap = (size_t)n * 48 + 4096, len = 0;
+    char *text = malloc(cap);
+    len += (size_t)snprintf(text + len, cap - len, "flow f {\n input x: f32[4]\n a, b = split x [2, 2]\n h0 = mlp(2, out=2)(a)\n");
+    for (int i = 1; i < n; i++) len += (size_t)snprintf(text + len, cap - len, " h%d = mlp(2, out=2)(h%d)\n", i, i - 1);
+    len += (size_t)snprintf(text + len, cap - len, " b2 = additive b shift=h%d\n z = concat a, b2\n output z\n}\n", n - 1);
+    comp c;
+    arena_init(&c.ar);
+    diag_init(&c.dc, &c.ar);
+    memset(&c.res, 0, sizeof c.res);
+    c.nerr = front_compile_text(&c.dc, "t.flow", text, len, &c.res, NULL);
+    CHECK(c.nerr == 0, "%s", first_error(&c));
+    done(&c);
+    free(text);
 }
 
 static char *slurp(const char *path, size_t *len) {
@@ -282,8 +359,10 @@ int main(void) {
     RUN(invertibility_analysis);
     RUN(layer_errors);
     RUN(syntax_errors);
+    RUN(diagnostic_quality);
     RUN(diagnostic_rendering);
     RUN(error_cap);
+    RUN(long_graphs);
     RUN(truncations_and_mutations_never_crash);
     return t_done();
 }

@@ -1,0 +1,1280 @@
+/* compiler/cg.c: tensor IR -> LLVM IR (see cg.h; design in docs/codegen.md).
+ *
+ * Input: verified tensor-IR programs, the flow graph (parameter shapes), options.
+ * Output: a verified, optimized LLVM module with one kernel-ABI function per program.
+ *
+ * Shape of every generated function:
+ *   entry:    pointers to params/constants/workspace slots of unbatched values; the
+ *             unbatched nodes (params, constants, and anything computed only from them) are
+ *             computed once, with scalar loops, into the workspace ("prologue").
+ *   tiles:    for base = 0; base < n; base += V: every batched value of width w lives in
+ *             the workspace as w vectors of V lanes (feature-major, lane = row in tile);
+ *             ARG k is gathered (masked: lanes past n are zero) from row-major [n, w],
+ *             the batched nodes run as loops over features of <V x T> operations, and the
+ *             outputs are scattered back (masked: only valid rows are written).
+ * Loops of the tensor IR become LLVM loops (basic blocks and phis) around the body's
+ * code, with the carried state in the workspace.
+ *
+ * Ownership: cg_module owns the ORC thread-safe context, the module and the target machine;
+ * jit_add takes the context and the module (cg_release_llvm) and frees the rest.
+ */
+#include "cg.h"
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cg_module {
+    LLVMOrcThreadSafeContextRef tsc;
+    LLVMContextRef              ctx;   /* owned by tsc */
+    LLVMModuleRef               mod;
+    LLVMTargetMachineRef        tm;
+    char                       *triple, *cpu, *features;
+    int                         V, dtype, nprogs;
+    int64_t                    *ws;
+    char                      **names;
+};
+
+/* ---------------------------------------------------------------- LLVM setup */
+
+static pthread_once_t cg_once = PTHREAD_ONCE_INIT;
+static void cg_init_once(void) {
+    LLVMInitializeAllTargetInfos();
+    LLVMInitializeAllTargets();
+    LLVMInitializeAllTargetMCs();
+    LLVMInitializeAllAsmPrinters();
+    LLVMInitializeAllAsmParsers();
+}
+void cg_llvm_init(void) { pthread_once(&cg_once, cg_init_once); }
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* Copies an LLVM error's message into err and consumes the error. */
+static void take_error(LLVMErrorRef e, const char *what, char *err, size_t errlen) {
+    char *msg = LLVMGetErrorMessage(e);
+    snprintf(err, errlen, "%s: %s", what, msg ? msg : "unknown LLVM error");
+    LLVMDisposeErrorMessage(msg);
+}
+
+/* ---------------------------------------------------------------- target ISA */
+
+enum { ARCH_OTHER, ARCH_X86, ARCH_AARCH64 };
+typedef struct {
+    int arch;
+    int sse41, avx, avx2, fma, avx512f; /* x86 */
+    int neon;                           /* aarch64 */
+} isa_t;
+
+static int triple_arch(const char *t) {
+    if (!strncmp(t, "x86_64", 6) || !strncmp(t, "amd64", 5) || (t[0] == 'i' && strchr("3456", t[1]) && !strncmp(t + 2, "86", 2)))
+        return ARCH_X86;
+    if (!strncmp(t, "aarch64", 7) || !strncmp(t, "arm64", 5)) return ARCH_AARCH64;
+    return ARCH_OTHER;
+}
+
+/* x86 CPU names of LLVM 19 (llc -mcpu=help) by the vector ISA level they imply:
+ * 4 = AVX-512F, 3 = AVX2 + FMA, 2 = AVX, 1 = SSE4.1; anything else is treated as SSE2. */
+static const char *const x86_lvl4[] = {
+    "cannonlake", "cascadelake", "cooperlake", "emeraldrapids", "graniterapids", "graniterapids-d",
+    "graniterapids_d", "icelake-client", "icelake-server", "icelake_client", "icelake_server", "knl", "knm",
+    "mic_avx512", "rocketlake", "sapphirerapids", "skx", "skylake-avx512", "skylake_avx512", "tigerlake",
+    "x86-64-v4", "znver4", "znver5", NULL };
+static const char *const x86_lvl3[] = {
+    "alderlake", "arrowlake", "arrowlake-s", "arrowlake_s", "bdver4", "broadwell", "clearwaterforest",
+    "core-avx2", "core_4th_gen_avx", "core_4th_gen_avx_tsx", "core_5th_gen_avx", "core_5th_gen_avx_tsx",
+    "gracemont", "grandridge", "haswell", "lunarlake", "meteorlake", "pantherlake", "raptorlake",
+    "sierraforest", "skylake", "x86-64-v3", "znver1", "znver2", "znver3", NULL };
+static const char *const x86_lvl2[] = {
+    "bdver1", "bdver2", "bdver3", "btver2", "core-avx-i", "core_2nd_gen_avx", "core_3rd_gen_avx",
+    "corei7-avx", "ivybridge", "sandybridge", NULL };
+static const char *const x86_lvl1[] = {
+    "atom_sse4_2", "atom_sse4_2_movbe", "core_2_duo_sse4_1", "core_aes_pclmulqdq", "core_i7_sse4_2",
+    "corei7", "goldmont", "goldmont-plus", "goldmont_plus", "nehalem", "penryn", "silvermont", "slm",
+    "tremont", "westmere", "x86-64-v2", NULL };
+
+static const char *const x86_lvl0[] = {
+    "amdfam10", "athlon", "athlon-4", "athlon-fx", "athlon-mp", "athlon-tbird", "athlon-xp", "athlon64",
+    "athlon64-sse3", "atom", "barcelona", "bonnell", "btver1", "c3", "c3-2", "core2", "core_2_duo_ssse3",
+    "generic", "geode", "i386", "i486", "i586", "i686", "k6", "k6-2", "k6-3", "k8", "k8-sse3", "lakemont",
+    "nocona", "opteron", "opteron-sse3", "pentium", "pentium-m", "pentium-mmx", "pentium2", "pentium3",
+    "pentium3m", "pentium4", "pentium4m", "pentium_4", "pentium_4_sse3", "pentium_ii", "pentium_iii",
+    "pentium_iii_no_xmm_regs", "pentium_m", "pentium_mmx", "pentium_pro", "pentiumpro", "prescott",
+    "winchip-c6", "winchip2", "x86-64", "yonah", NULL };
+
+static int in_list(const char *const *l, const char *s) {
+    for (; *l; l++)
+        if (!strcmp(*l, s)) return 1;
+    return 0;
+}
+
+static void isa_feature(isa_t *a, const char *f, size_t len, int on) {
+#define IS(name) (len == strlen(name) && !memcmp(f, name, len))
+    if (a->arch == ARCH_AARCH64) {
+        if (IS("neon")) a->neon = on;
+        return;
+    }
+    if (a->arch != ARCH_X86) return;
+    if (on) {
+        if (IS("avx512f")) a->avx512f = a->avx2 = a->fma = a->avx = a->sse41 = 1;
+        else if (IS("avx2")) a->avx2 = a->avx = a->sse41 = 1;
+        else if (IS("fma")) a->fma = a->avx = a->sse41 = 1;
+        else if (IS("avx")) a->avx = a->sse41 = 1;
+        else if (IS("sse4.1") || IS("sse4.2")) a->sse41 = 1;
+    } else {
+        if (IS("avx512f")) a->avx512f = 0;
+        else if (IS("avx2")) a->avx2 = a->avx512f = 0;
+        else if (IS("fma")) a->fma = a->avx512f = 0;
+        else if (IS("avx") || IS("sse4.2")) a->avx = a->avx2 = a->fma = a->avx512f = 0;
+        else if (IS("sse4.1") || IS("ssse3") || IS("sse3") || IS("sse2"))
+            a->sse41 = a->avx = a->avx2 = a->fma = a->avx512f = 0;
+    }
+#undef IS
+}
+
+/* The vector ISA of (triple, cpu, features): the CPU's level from the table above, then the
+ * +/- entries of the feature string in order. Unknown CPU names get the baseline. */
+static isa_t isa_of(const char *triple, const char *cpu, const char *features) {
+    isa_t a;
+    memset(&a, 0, sizeof a);
+    a.arch = triple_arch(triple);
+    if (a.arch == ARCH_AARCH64) a.neon = 1;
+    if (a.arch == ARCH_X86) {
+        int lvl = in_list(x86_lvl4, cpu) ? 4 : in_list(x86_lvl3, cpu) ? 3 : in_list(x86_lvl2, cpu) ? 2
+                : in_list(x86_lvl1, cpu) ? 1 : 0;
+        a.sse41 = lvl >= 1;
+        a.avx = lvl >= 2;
+        a.avx2 = a.fma = lvl >= 3;
+        a.avx512f = lvl >= 4;
+    }
+    for (const char *f = features; f && *f;) {
+        const char *e = strchr(f, ',');
+        size_t len = e ? (size_t)(e - f) : strlen(f);
+        if (len > 1 && (f[0] == '+' || f[0] == '-')) isa_feature(&a, f + 1, len - 1, f[0] == '+');
+        f += len + (e ? 1 : 0);
+    }
+    return a;
+}
+
+static int native_bytes(const isa_t *a) {
+    if (a->arch == ARCH_X86) return a->avx512f ? 64 : a->avx ? 32 : 16;
+    return 16;
+}
+
+/* ---------------------------------------------------------------- codegen state */
+
+typedef struct {
+    LLVMBasicBlockRef hdr, exit;
+    LLVMValueRef      iv;
+    LLVMValueRef      phi[8];
+    int               nphi;
+    int64_t           n, k;      /* RFOR unrolled: end, current constant index */
+    LLVMValueRef     *acc;       /* RFOR: the accumulators */
+} cgloop;
+
+typedef struct {
+    const cg_options *o;
+    isa_t             isa;
+    LLVMContextRef    C;
+    LLVMModuleRef     M;
+    LLVMBuilderRef    b;
+    LLVMTypeRef       T, VT, i1, i8, i32, i64, ptr, f64, vi32;
+    int               V, esz, valign, f64mode;
+    int64_t           unroll;    /* FOR loops up to this trip count are emitted straight-line */
+    LLVMValueRef      fn;
+    LLVMValueRef      a_n, a_row0, a_seed, a_args, a_scalars, a_outs, a_params, a_ws;
+    const tprog      *p;
+    const int64_t    *poff;
+    int64_t          *slot, *aux;    /* byte offsets in ws (-1: none); aux: LU diagonal */
+    LLVMValueRef     *ubase;         /* unbatched nodes: pointer to [rows, w] of T */
+    char             *live;
+    char             *sep;           /* LOOP_END: own slot (its LOOP_BEGIN is used after it) */
+    LLVMValueRef      argp[TPROG_MAX_IO], outp[TPROG_MAX_IO];
+    LLVMValueRef      tbase, tmask;  /* current tile */
+    cgloop            trip;          /* the tensor-IR loop being emitted */
+    int               in_trip;
+    char             *err;
+    size_t            errlen;
+    int               failed;
+} cgx;
+
+static void cg_fail(cgx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cg_fail(cgx *x, const char *fmt, ...) {
+    if (x->failed) return;
+    x->failed = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->err, x->errlen, fmt, ap);
+    va_end(ap);
+}
+
+static LLVMValueRef ci64(cgx *x, int64_t v) { return LLVMConstInt(x->i64, (unsigned long long)v, 1); }
+static LLVMValueRef ci32(cgx *x, int32_t v) { return LLVMConstInt(x->i32, (unsigned long long)(int64_t)v, 1); }
+static int nlanes(LLVMTypeRef ty) { return LLVMGetTypeKind(ty) == LLVMVectorTypeKind ? (int)LLVMGetVectorSize(ty) : 1; }
+
+/* constant v of type ty (T or a vector of T) */
+static LLVMValueRef cst(cgx *x, LLVMTypeRef ty, double v) {
+    (void)x;
+    int L = nlanes(ty);
+    LLVMValueRef s = LLVMConstReal(L > 1 ? LLVMGetElementType(ty) : ty, v);
+    if (L == 1) return s;
+    LLVMValueRef e[64];
+    for (int i = 0; i < L; i++) e[i] = s;
+    return LLVMConstVector(e, (unsigned)L);
+}
+
+static LLVMValueRef splat(cgx *x, LLVMValueRef s) {
+    if (x->V == 1) return s;
+    if (LLVMIsConstant(s)) {
+        LLVMValueRef e[64];
+        for (int i = 0; i < x->V; i++) e[i] = s;
+        return LLVMConstVector(e, (unsigned)x->V);
+    }
+    LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(x->VT), s, ci32(x, 0), "");
+    return LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(x->VT), LLVMConstNull(x->vi32), "splat");
+}
+
+/* floating-point ops carry only the `contract` fast-math flag (see docs/codegen.md) */
+static LLVMValueRef fmf(LLVMValueRef v) {
+    if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v)) LLVMSetFastMathFlags(v, LLVMFastMathAllowContract);
+    return v;
+}
+static LLVMValueRef fadd(cgx *x, LLVMValueRef a, LLVMValueRef b) { return fmf(LLVMBuildFAdd(x->b, a, b, "")); }
+static LLVMValueRef fsub(cgx *x, LLVMValueRef a, LLVMValueRef b) { return fmf(LLVMBuildFSub(x->b, a, b, "")); }
+static LLVMValueRef fmul(cgx *x, LLVMValueRef a, LLVMValueRef b) { return fmf(LLVMBuildFMul(x->b, a, b, "")); }
+static LLVMValueRef fdiv(cgx *x, LLVMValueRef a, LLVMValueRef b) { return fmf(LLVMBuildFDiv(x->b, a, b, "")); }
+static LLVMValueRef fneg(cgx *x, LLVMValueRef a) { return fmf(LLVMBuildFNeg(x->b, a, "")); }
+static LLVMValueRef fcmp(cgx *x, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFCmp(x->b, p, a, b, ""); }
+static LLVMValueRef sel(cgx *x, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSelect(x->b, c, a, b, ""); }
+
+static LLVMValueRef gep(cgx *x, LLVMTypeRef ety, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildGEP2(x->b, ety, base, &idx, 1, "");
+}
+static LLVMValueRef load(cgx *x, LLVMTypeRef ty, LLVMValueRef p, int align) {
+    LLVMValueRef v = LLVMBuildLoad2(x->b, ty, p, "");
+    LLVMSetAlignment(v, (unsigned)align);
+    return v;
+}
+static void store(cgx *x, LLVMValueRef v, LLVMValueRef p, int align) {
+    LLVMValueRef s = LLVMBuildStore(x->b, v, p);
+    LLVMSetAlignment(s, (unsigned)align);
+}
+
+/* declaration of an external pure function (libm, Sleef) */
+static LLVMValueRef pure_fn(cgx *x, const char *name, LLVMTypeRef fty) {
+    LLVMValueRef f = LLVMGetNamedFunction(x->M, name);
+    if (f) return f;
+    f = LLVMAddFunction(x->M, name, fty);
+    static const char *const attrs[] = { "nounwind", "willreturn", "nosync", "nofree" };
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++)
+        LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                                LLVMCreateEnumAttribute(x->C, LLVMGetEnumAttributeKindForName(attrs[i], strlen(attrs[i])), 0));
+    /* memory(none): MemoryEffects encoding 0 */
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(x->C, LLVMGetEnumAttributeKindForName("memory", 6), 0));
+    return f;
+}
+
+static LLVMValueRef call1(cgx *x, const char *name, LLVMValueRef v) {
+    LLVMTypeRef ty = LLVMTypeOf(v);
+    LLVMTypeRef fty = LLVMFunctionType(ty, &ty, 1, 0);
+    LLVMValueRef f = pure_fn(x, name, fty);
+    return LLVMBuildCall2(x->b, fty, f, &v, 1, "");
+}
+
+static LLVMValueRef intrinsic(cgx *x, const char *name, LLVMTypeRef *tys, int ntys, LLVMTypeRef *fty) {
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    *fty = LLVMIntrinsicGetType(x->C, id, tys, (size_t)ntys);
+    return LLVMGetIntrinsicDeclaration(x->M, id, tys, (size_t)ntys);
+}
+
+static LLVMValueRef fabs_(cgx *x, LLVMValueRef v) {
+    LLVMTypeRef ty = LLVMTypeOf(v), fty;
+    LLVMValueRef f = intrinsic(x, "llvm.fabs", &ty, 1, &fty);
+    return LLVMBuildCall2(x->b, fty, f, &v, 1, "");
+}
+
+/* ---------------------------------------------------------------- transcendental functions */
+
+enum { MF_EXP, MF_LOG, MF_LOG1P, MF_EXPM1, MF_TANH };
+static const char *const mf_name[] = { "exp", "log", "log1p", "expm1", "tanh" };
+
+/* Sleef ISA suffix for a vector of L lanes on the target, or NULL if none fits (then the
+ * vector is split). Never a variant that needs features the target lacks. */
+static const char *sleef_isa(cgx *x, int L) {
+    int bits = L * x->esz * 8;
+    const isa_t *a = &x->isa;
+    if (a->arch == ARCH_X86) {
+        if (bits == 512 && a->avx512f) return "avx512f";
+        if (bits == 256 && a->avx2 && a->fma) return "avx2";
+        if (bits == 256 && a->avx) return "avx";
+        if (bits == 128 && a->avx2 && a->fma) return "avx2128";
+        if (bits == 128 && a->sse41) return "sse4";
+        if (bits == 128) return "sse2";
+    } else if (a->arch == ARCH_AARCH64) {
+        if (bits == 128 && a->neon) return "advsimd";
+    }
+    return NULL;
+}
+
+static LLVMValueRef half_of(cgx *x, LLVMValueRef v, int L, int hi) {
+    LLVMValueRef m[32];
+    for (int i = 0; i < L / 2; i++) m[i] = ci32(x, i + (hi ? L / 2 : 0));
+    return LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(m, (unsigned)(L / 2)), "");
+}
+
+static LLVMValueRef mathf(cgx *x, int f, LLVMValueRef v) {
+    LLVMTypeRef ty = LLVMTypeOf(v);
+    int L = nlanes(ty);
+    const char *ulp = f == MF_TANH ? "u35" : "u10";
+    char name[64];
+    if (x->o->use_sleef) {
+        if (L == 1) {
+            snprintf(name, sizeof name, "Sleef_%s%s_%s", mf_name[f], x->f64mode ? "" : "f", ulp);
+            return call1(x, name, v);
+        }
+        const char *isa = sleef_isa(x, L);
+        if (isa) {
+            snprintf(name, sizeof name, "Sleef_%s%s%d_%s%s", mf_name[f], x->f64mode ? "d" : "f", L, ulp, isa);
+            return call1(x, name, v);
+        }
+        LLVMValueRef lo = mathf(x, f, half_of(x, v, L, 0)), hi = mathf(x, f, half_of(x, v, L, 1));
+        LLVMValueRef m[64];
+        for (int i = 0; i < L; i++) m[i] = ci32(x, i);
+        return LLVMBuildShuffleVector(x->b, lo, hi, LLVMConstVector(m, (unsigned)L), "");
+    }
+    snprintf(name, sizeof name, "%s%s", mf_name[f], x->f64mode ? "" : "f");
+    if (L == 1) return call1(x, name, v);
+    LLVMValueRef r = LLVMGetPoison(ty);
+    for (int i = 0; i < L; i++) {
+        LLVMValueRef e = LLVMBuildExtractElement(x->b, v, ci32(x, i), "");
+        r = LLVMBuildInsertElement(x->b, r, call1(x, name, e), ci32(x, i), "");
+    }
+    return r;
+}
+
+/* ---------------------------------------------------------------- loops */
+
+static void loop_open(cgx *x, cgloop *L, LLVMValueRef start, LLVMValueRef end, int nphi, const LLVMValueRef *init) {
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(x->b);
+    L->hdr = LLVMAppendBasicBlockInContext(x->C, x->fn, "loop");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(x->C, x->fn, "body");
+    L->exit = LLVMAppendBasicBlockInContext(x->C, x->fn, "exit");
+    LLVMBuildBr(x->b, L->hdr);
+    LLVMPositionBuilderAtEnd(x->b, L->hdr);
+    L->iv = LLVMBuildPhi(x->b, x->i64, "i");
+    LLVMAddIncoming(L->iv, &start, &pre, 1);
+    L->nphi = nphi;
+    for (int k = 0; k < nphi; k++) {
+        LLVMValueRef in = init[k];
+        L->phi[k] = LLVMBuildPhi(x->b, LLVMTypeOf(in), "acc");
+        LLVMAddIncoming(L->phi[k], &in, &pre, 1);
+    }
+    LLVMBuildCondBr(x->b, LLVMBuildICmp(x->b, LLVMIntSLT, L->iv, end, ""), body, L->exit);
+    LLVMPositionBuilderAtEnd(x->b, body);
+}
+
+static void loop_close(cgx *x, cgloop *L, const LLVMValueRef *next, int64_t step) {
+    LLVMValueRef nx = LLVMBuildNSWAdd(x->b, L->iv, ci64(x, step), "");
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(x->b);
+    LLVMBuildBr(x->b, L->hdr);
+    LLVMAddIncoming(L->iv, &nx, &latch, 1);
+    for (int k = 0; k < L->nphi; k++) {
+        LLVMValueRef v = next[k];
+        LLVMAddIncoming(L->phi[k], &v, &latch, 1);
+    }
+    LLVMPositionBuilderAtEnd(x->b, L->exit);
+}
+
+/* RFOR(x, L, start, end, j, acc, nacc) { body }: the body for j = start .. end-1 with nacc
+ * accumulators acc[] (the body updates them; after the loop they hold the final values).
+ * With constant bounds and at most x->unroll trips the body is emitted once per trip with a
+ * constant j (short feature loops: less work for the optimizer); otherwise once inside an
+ * LLVM loop with j its induction variable and the accumulators phis.
+ * FOR(x, L, n, j) is the same without accumulators, for j = 0 .. n-1. */
+static LLVMValueRef rfor_first(cgx *x, cgloop *L, LLVMValueRef start, LLVMValueRef end, LLVMValueRef *acc, int nacc) {
+    L->hdr = NULL;
+    L->acc = acc;
+    if (LLVMIsAConstantInt(start) && LLVMIsAConstantInt(end)) {
+        int64_t a = LLVMConstIntGetSExtValue(start), b = LLVMConstIntGetSExtValue(end);
+        if (b - a <= x->unroll) {
+            L->k = a;
+            L->n = b;
+            return a < b ? ci64(x, a) : NULL;
+        }
+    }
+    loop_open(x, L, start, end, nacc, acc);
+    for (int k = 0; k < nacc; k++) acc[k] = L->phi[k];
+    return L->iv;
+}
+static LLVMValueRef rfor_next(cgx *x, cgloop *L) {
+    if (L->hdr) {
+        loop_close(x, L, L->acc, 1);
+        for (int k = 0; k < L->nphi; k++) L->acc[k] = L->phi[k];
+        return NULL;
+    }
+    return ++L->k < L->n ? ci64(x, L->k) : NULL;
+}
+#define RFOR(x, L, start, end, j, acc, nacc) \
+    for (LLVMValueRef j = rfor_first((x), &(L), (start), (end), (acc), (nacc)); j; j = rfor_next((x), &(L)))
+#define FOR(x, L, n, j) RFOR(x, L, ci64((x), 0), ci64((x), (n)), j, NULL, 0)
+
+/* ---------------------------------------------------------------- value access */
+
+static const tnode *ND(cgx *x, int i) { return &x->p->nodes[i]; }
+
+/* pointer to feature j (i64 value) of batched node i in the tile */
+static LLVMValueRef bptr(cgx *x, int i, LLVMValueRef j) {
+    if (ND(x, i)->w == 1) j = ci64(x, 0);
+    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, x->slot[i] / x->esz), LLVMBuildNSWMul(x->b, j, ci64(x, x->V), ""), "");
+    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
+}
+static LLVMValueRef bload(cgx *x, int i, LLVMValueRef j) { return load(x, x->VT, bptr(x, i, j), x->valign); }
+static void bstore(cgx *x, int i, LLVMValueRef j, LLVMValueRef v) { store(x, v, bptr(x, i, j), x->valign); }
+
+/* element [r][j] of unbatched node i, with broadcasting of rows == 1 and w == 1 */
+static LLVMValueRef uptr(cgx *x, int i, LLVMValueRef r, LLVMValueRef j) {
+    const tnode *n = ND(x, i);
+    LLVMValueRef idx = n->w == 1 ? ci64(x, 0) : j;
+    if (n->rows > 1) idx = LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, r, ci64(x, n->w), ""), idx, "");
+    return gep(x, x->T, x->ubase[i], idx);
+}
+static LLVMValueRef uelem(cgx *x, int i, LLVMValueRef r, LLVMValueRef j) {
+    if (ND(x, i)->op == T_CONST) return LLVMConstReal(x->T, ND(x, i)->fattr[0]);
+    return load(x, x->T, uptr(x, i, r, j), x->esz);
+}
+
+/* operand i at feature j inside a tile: a vector of V lanes */
+static LLVMValueRef tval(cgx *x, int i, LLVMValueRef j) {
+    if (ND(x, i)->rows == 0) return bload(x, i, j);
+    return splat(x, uelem(x, i, ci64(x, 0), j));
+}
+
+static LLVMValueRef auxptr(cgx *x, int i, LLVMValueRef k) {
+    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, x->aux[i] / x->esz), k, "");
+    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
+}
+
+/* ---------------------------------------------------------------- elementwise ops */
+
+/* op of node nd on values of type ty (T in the prologue, VT in tiles) */
+static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+    LLVMValueRef zero = cst(x, ty, 0), one = cst(x, ty, 1);
+    switch ((t_op)nd->op) {
+    case T_NEG: return fneg(x, a);
+    case T_EXP: return mathf(x, MF_EXP, a);
+    case T_LOG: return mathf(x, MF_LOG, a);
+    case T_LOG1P: return mathf(x, MF_LOG1P, a);
+    case T_EXPM1: return mathf(x, MF_EXPM1, a);
+    case T_TANH: return mathf(x, MF_TANH, a);
+    case T_SIGMOID: { /* e = exp(-|x|); (x >= 0 ? 1 : e) / (1 + e) */
+        LLVMValueRef e = mathf(x, MF_EXP, fneg(x, fabs_(x, a)));
+        return fdiv(x, sel(x, fcmp(x, LLVMRealOGE, a, zero), one, e), fadd(x, one, e));
+    }
+    case T_SOFTPLUS: { /* max(x, 0) + log1p(exp(-|x|)) */
+        LLVMValueRef l = mathf(x, MF_LOG1P, mathf(x, MF_EXP, fneg(x, fabs_(x, a))));
+        return fadd(x, sel(x, fcmp(x, LLVMRealOGT, a, zero), a, zero), l);
+    }
+    case T_LOGSIGMOID: { /* -softplus(-x) = min(x, 0) - log1p(exp(-|x|)) */
+        LLVMValueRef l = mathf(x, MF_LOG1P, mathf(x, MF_EXP, fneg(x, fabs_(x, a))));
+        return fsub(x, sel(x, fcmp(x, LLVMRealOLT, a, zero), a, zero), l);
+    }
+    case T_RELU: return sel(x, fcmp(x, LLVMRealOGT, a, zero), a, zero);
+    case T_ELU: return sel(x, fcmp(x, LLVMRealOGT, a, zero), a, mathf(x, MF_EXPM1, a));
+    case T_GELU: { /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+        LLVMValueRef x3 = fmul(x, fmul(x, a, a), a);
+        LLVMValueRef in = fmul(x, cst(x, ty, 0.7978845608028654), fadd(x, a, fmul(x, cst(x, ty, 0.044715), x3)));
+        return fmul(x, fmul(x, cst(x, ty, 0.5), a), fadd(x, one, mathf(x, MF_TANH, in)));
+    }
+    case T_LEAKY: return sel(x, fcmp(x, LLVMRealOGT, a, zero), a, fmul(x, cst(x, ty, nd->fattr[0]), a));
+    case T_SQUARE: return fmul(x, a, a);
+    case T_ABS: return fabs_(x, a);
+    case T_STEP: return sel(x, fcmp(x, LLVMRealOGT, a, zero), one, zero);
+    case T_ADD: return fadd(x, a, b);
+    case T_SUB: return fsub(x, a, b);
+    case T_MUL: return fmul(x, a, b);
+    case T_DIV: return fdiv(x, a, b);
+    case T_MAX: return sel(x, fcmp(x, LLVMRealOGT, a, b), a, b);
+    case T_MIN: return sel(x, fcmp(x, LLVMRealOLT, a, b), a, b);
+    case T_SELECT: return sel(x, fcmp(x, LLVMRealOGT, a, zero), b, c);
+    default:
+        cg_fail(x, "%s: codegen: op %s is not elementwise", x->p->name, t_ops[nd->op].name);
+        return a;
+    }
+}
+
+/* ---------------------------------------------------------------- prologue (unbatched) */
+
+static void trip_end(cgx *x, int e, int unbatched);
+
+/* dst (ws slot, unbatched) <- src with broadcasting; both [rows, w] */
+static void ucopy(cgx *x, int dst, int src) {
+    const tnode *d = ND(x, dst);
+    cgloop Lr, Lj;
+    FOR(x, Lr, d->rows, r)
+        FOR(x, Lj, d->w, j)
+            store(x, uelem(x, src, r, j), uptr(x, dst, r, j), x->esz);
+}
+
+static void prologue_node(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    if (nd->op == T_LU_FWD || nd->op == T_LU_INV) { /* batched, but its exp(diag) is unbatched */
+        cgloop L;
+        FOR(x, L, nd->w, k) {
+            LLVMValueRef d = uelem(x, nd->in[1], k, k);
+            if (nd->op == T_LU_INV) d = fneg(x, d);
+            store(x, mathf(x, MF_EXP, d), auxptr(x, i, k), x->esz);
+        }
+        return;
+    }
+    if (nd->rows == 0) return;
+    switch ((t_op)nd->op) {
+    case T_PARAM: case T_CONST: case T_CONSTTENSOR:
+        return;   /* read in place */
+    case T_SCALAR: {
+        LLVMValueRef s = load(x, x->f64, gep(x, x->f64, x->a_scalars, ci64(x, nd->iattr[0])), 8);
+        if (!x->f64mode) s = LLVMBuildFPTrunc(x->b, s, x->T, "");
+        store(x, s, uptr(x, i, ci64(x, 0), ci64(x, 0)), x->esz);
+        return;
+    }
+    case T_ROWSUM: {
+        const tnode *a = ND(x, nd->in[0]);
+        cgloop Lr, Lj;
+        FOR(x, Lr, nd->rows, r) {
+            LLVMValueRef s = uelem(x, nd->in[0], r, ci64(x, 0));
+            RFOR(x, Lj, ci64(x, 1), ci64(x, a->w), j, &s, 1) s = fadd(x, s, uelem(x, nd->in[0], r, j));
+            store(x, s, uptr(x, i, r, ci64(x, 0)), x->esz);
+        }
+        return;
+    }
+    case T_DIAG: {
+        cgloop L;
+        FOR(x, L, nd->w, j) store(x, uelem(x, nd->in[0], j, j), uptr(x, i, ci64(x, 0), j), x->esz);
+        return;
+    }
+    case T_LOOP_BEGIN:
+        ucopy(x, i, nd->in[0]);
+        loop_open(x, &x->trip, ci64(x, 0), ci64(x, nd->iattr[0]), 0, NULL);
+        x->in_trip = 1;
+        return;
+    case T_LOOP_END:
+        trip_end(x, i, 1);
+        return;
+    default:
+        break;
+    }
+    if (!(t_ops[nd->op].flags & TF_EW)) {
+        cg_fail(x, "%s: %%%d: codegen: unbatched %s is not supported", x->p->name, i, t_ops[nd->op].name);
+        return;
+    }
+    cgloop Lr, Lj;
+    FOR(x, Lr, nd->rows, r)
+        FOR(x, Lj, nd->w, j) {
+            LLVMValueRef v[3] = { NULL, NULL, NULL };
+            for (int k = 0; k < nd->nin && k < 3; k++) v[k] = uelem(x, nd->in[k], r, j);
+            store(x, ew(x, nd, x->T, v[0], v[1], v[2]), uptr(x, i, r, j), x->esz);
+        }
+}
+
+/* ---------------------------------------------------------------- tile code (batched) */
+
+static LLVMValueRef splat_i32(cgx *x, LLVMValueRef s) {
+    LLVMTypeRef vt = LLVMVectorType(x->i32, (unsigned)x->V);
+    LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(vt), s, ci32(x, 0), "");
+    return LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(vt), LLVMConstNull(x->vi32), "");
+}
+
+static LLVMValueRef lane_stride(cgx *x, int w) {
+    LLVMValueRef e[64];
+    for (int l = 0; l < x->V; l++) e[l] = ci32(x, l * w);
+    return LLVMConstVector(e, (unsigned)x->V);
+}
+
+/* pointers to element j of the tile's rows in a row-major [n, w] user buffer */
+static LLVMValueRef row_ptrs(cgx *x, LLVMValueRef buf, int w, LLVMValueRef j) {
+    LLVMValueRef tile = gep(x, x->T, buf, LLVMBuildNSWMul(x->b, x->tbase, ci64(x, w), ""));
+    if (x->V == 1) return gep(x, x->T, tile, j);
+    LLVMValueRef idx = LLVMBuildAdd(x->b, lane_stride(x, w), splat_i32(x, LLVMBuildTrunc(x->b, j, x->i32, "")), "");
+    return gep(x, x->T, tile, idx);
+}
+
+static void load_arg(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    cgloop L;
+    FOR(x, L, nd->w, j) {
+        LLVMValueRef p = row_ptrs(x, x->argp[nd->iattr[0]], nd->w, j), v;
+        if (x->V == 1) {
+            v = load(x, x->T, p, x->esz);
+        } else {
+            LLVMTypeRef tys[2] = { x->VT, LLVMTypeOf(p) }, fty;
+            LLVMValueRef f = intrinsic(x, "llvm.masked.gather", tys, 2, &fty);
+            LLVMValueRef a[4] = { p, ci32(x, x->esz), x->tmask, LLVMConstNull(x->VT) };
+            v = LLVMBuildCall2(x->b, fty, f, a, 4, "");
+        }
+        bstore(x, i, j, v);
+    }
+}
+
+static void store_out(cgx *x, int k) {
+    int i = x->p->outs[k];
+    const tnode *nd = ND(x, i);
+    cgloop L;
+    FOR(x, L, nd->w, j) {
+        LLVMValueRef p = row_ptrs(x, x->outp[k], nd->w, j), v = bload(x, i, j);
+        if (x->V == 1) {
+            store(x, v, p, x->esz);
+        } else {
+            LLVMTypeRef tys[2] = { x->VT, LLVMTypeOf(p) }, fty;
+            LLVMValueRef f = intrinsic(x, "llvm.masked.scatter", tys, 2, &fty);
+            LLVMValueRef a[4] = { v, p, ci32(x, x->esz), x->tmask };
+            LLVMBuildCall2(x->b, fty, f, a, 4, "");
+        }
+    }
+}
+
+/* copy nfeat feature vectors of batched node src (from feature s0) to dst (from d0) */
+static void vcopy(cgx *x, int dst, int64_t d0, int src, int64_t s0, int64_t nfeat) {
+    LLVMValueRef d = bptr(x, dst, ci64(x, d0)), s = bptr(x, src, ci64(x, s0));
+    LLVMBuildMemCpy(x->b, d, (unsigned)x->valign, s, (unsigned)x->valign, ci64(x, nfeat * x->V * x->esz));
+}
+
+/* dst (batched) <- src (batched or unbatched row), feature by feature */
+static void bvcopy(cgx *x, int dst, int src) {
+    const tnode *d = ND(x, dst), *s = ND(x, src);
+    if (s->rows == 0 && s->w == d->w) { vcopy(x, dst, 0, src, 0, d->w); return; }
+    cgloop L;
+    FOR(x, L, d->w, j) bstore(x, dst, j, tval(x, src, j));
+}
+
+/* y[o] = sum_i x[i] * splat(W[i][o]), blocks of B outputs at a time (B accumulators) */
+static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs) {
+    const tnode *nd = ND(x, i);
+    int X = nd->in[0], W = nd->in[1];
+    LLVMValueRef acc[8], x0 = bload(x, X, ci64(x, 0));
+    cgloop Li;
+    /* the first term starts the sum (0 + a*b would cost an add: -0 + 0 is +0) */
+    for (int k = 0; k < bs; k++)
+        acc[k] = fmul(x, x0, splat(x, uelem(x, W, ci64(x, 0), LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""))));
+    RFOR(x, Li, ci64(x, 1), ci64(x, ND(x, X)->w), ii, acc, bs) {
+        LLVMValueRef xi = bload(x, X, ii);
+        for (int k = 0; k < bs; k++)
+            acc[k] = fadd(x, acc[k], fmul(x, xi, splat(x, uelem(x, W, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "")))));
+    }
+    for (int k = 0; k < bs; k++) bstore(x, i, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""), acc[k]);
+}
+
+static void emit_matmul(cgx *x, int i) {
+    int64_t out = ND(x, i)->w;
+    enum { B = 4 };
+    int64_t nb = out / B;
+    cgloop L;
+    int64_t save = x->unroll;
+    x->unroll = 0;   /* matrix loops stay loops: the optimizer decides (unrolling them here
+                        multiplies optimization time, up to minutes for 32 x 32) */
+    FOR(x, L, nb, ob) mm_block(x, i, LLVMBuildNSWMul(x->b, ob, ci64(x, B), ""), B);
+    FOR(x, L, out - nb * B, r) mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1);
+    x->unroll = save;
+}
+
+static void emit_gather(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    const int32_t *idx = x->p->ints + nd->aux;
+    int runs = 0;
+    for (int j = 0; j < nd->w; j++)
+        if (j == 0 || idx[j] != idx[j - 1] + 1) runs++;
+    if (runs <= 8) {
+        for (int j = 0; j < nd->w;) {
+            int e = j + 1;
+            while (e < nd->w && idx[e] == idx[e - 1] + 1) e++;
+            vcopy(x, i, j, nd->in[0], idx[j], e - j);
+            j = e;
+        }
+        return;
+    }
+    LLVMValueRef *c = malloc(sizeof(LLVMValueRef) * (size_t)nd->w);
+    if (!c) { cg_fail(x, "out of memory"); return; }
+    for (int j = 0; j < nd->w; j++) c[j] = ci32(x, idx[j]);
+    LLVMTypeRef aty = LLVMArrayType2(x->i32, (uint64_t)nd->w);
+    LLVMValueRef g = LLVMAddGlobal(x->M, aty, "gather_idx");
+    LLVMSetInitializer(g, LLVMConstArray2(x->i32, c, (uint64_t)nd->w));
+    free(c);
+    LLVMSetGlobalConstant(g, 1);
+    LLVMSetLinkage(g, LLVMPrivateLinkage);
+    LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
+    cgloop L;
+    FOR(x, L, nd->w, j) {
+        LLVMValueRef s = LLVMBuildSExt(x->b, load(x, x->i32, gep(x, x->i32, g, j), 4), x->i64, "");
+        bstore(x, i, j, bload(x, nd->in[0], s));
+    }
+}
+
+/* LU_FWD: y = L (U x); LU_INV: y = U^-1 (L^-1 x); M = lu, d = exp(+-diag) (prologue) */
+static void emit_lu(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    int X = nd->in[0], M = nd->in[1];
+    int64_t D = nd->w;
+    LLVMValueRef Dv = ci64(x, D), zero = ci64(x, 0), one = ci64(x, 1);
+    for (int phase = 0; phase < 2; phase++) {
+        /* phase 0 runs k upwards, phase 1 downwards (k = D-1-kk) */
+        cgloop Lk, Lj;
+        FOR(x, Lk, D, kk) {
+            LLVMValueRef k = phase == 0 ? kk : LLVMBuildNSWSub(x->b, ci64(x, D - 1), kk, "");
+            LLVMValueRef s, j0, j1;
+            int src, sub;
+            if (nd->op == T_LU_FWD) {
+                if (phase == 0) { /* u[k] = d[k] x[k] + sum_{j>k} M[k][j] x[j]  (into y) */
+                    s = fmul(x, bload(x, X, k), splat(x, load(x, x->T, auxptr(x, i, k), x->esz)));
+                    j0 = LLVMBuildNSWAdd(x->b, k, one, ""); j1 = Dv; src = X;
+                } else {          /* y[k] = u[k] + sum_{j<k} M[k][j] u[j], k downwards: in place */
+                    s = bload(x, i, k); j0 = zero; j1 = k; src = i;
+                }
+                sub = 0;
+            } else {
+                if (phase == 0) { /* v[k] = x[k] - sum_{j<k} M[k][j] v[j] */
+                    s = bload(x, X, k); j0 = zero; j1 = k;
+                } else {          /* y[k] = (v[k] - sum_{j>k} M[k][j] y[j]) d[k] */
+                    s = bload(x, i, k); j0 = LLVMBuildNSWAdd(x->b, k, one, ""); j1 = Dv;
+                }
+                src = i;
+                sub = 1;
+            }
+            RFOR(x, Lj, j0, j1, j, &s, 1) {
+                LLVMValueRef t = fmul(x, splat(x, uelem(x, M, k, j)), bload(x, src, j));
+                s = sub ? fsub(x, s, t) : fadd(x, s, t);
+            }
+            if (nd->op == T_LU_INV && phase == 1) s = fmul(x, s, splat(x, load(x, x->T, auxptr(x, i, k), x->esz)));
+            bstore(x, i, k, s);
+        }
+    }
+}
+
+static LLVMValueRef mix64(cgx *x, LLVMValueRef z) {
+    z = LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, ci64(x, 30), ""), "");
+    z = LLVMBuildMul(x->b, z, LLVMConstInt(x->i64, 0xbf58476d1ce4e5b9ull, 0), "");
+    z = LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, ci64(x, 27), ""), "");
+    z = LLVMBuildMul(x->b, z, LLVMConstInt(x->i64, 0x94d049bb133111ebull, 0), "");
+    return LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, ci64(x, 31), ""), "");
+}
+
+static LLVMValueRef libm1(cgx *x, const char *name, LLVMValueRef v) { return call1(x, name, v); }
+
+/* RANDN / RANDLOGISTIC exactly as tir.h defines them, per lane, in f64 with libm (no
+ * fast-math flags at all), so that every backend and every tiling gives the same bits. */
+static void emit_rand(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    int64_t w = nd->w;
+    uint64_t salt = (uint64_t)(int64_t)nd->iattr[0];
+    cgloop Lc, Ll;
+    FOR(x, Lc, w, c) {
+        LLVMValueRef l = ci64(x, 0);
+        if (x->V > 1) {   /* lanes: always a loop (each lane calls libm) */
+            loop_open(x, &Ll, ci64(x, 0), ci64(x, x->V), 0, NULL);
+            l = Ll.iv;
+        }
+        LLVMValueRef r = LLVMBuildAdd(x->b, LLVMBuildAdd(x->b, x->a_row0, x->tbase, ""), l, "");
+        LLVMValueRef k2 = LLVMBuildShl(x->b, LLVMBuildAdd(x->b, LLVMBuildMul(x->b, r, ci64(x, w), ""), c, ""), ci64(x, 1), "");
+        LLVMValueRef u[2];
+        for (int t = 0; t < 2; t++) {
+            LLVMValueRef kk = LLVMBuildAdd(x->b, k2, LLVMConstInt(x->i64, (unsigned long long)(salt + (uint64_t)t), 0), "");
+            LLVMValueRef h = mix64(x, LLVMBuildXor(x->b, x->a_seed, mix64(x, kk), ""));
+            LLVMValueRef f = LLVMBuildUIToFP(x->b, LLVMBuildLShr(x->b, h, ci64(x, 11), ""), x->f64, "");
+            u[t] = LLVMBuildFMul(x->b, LLVMBuildFAdd(x->b, f, LLVMConstReal(x->f64, 0.5), ""), LLVMConstReal(x->f64, 0x1p-53), "");
+        }
+        LLVMValueRef v;
+        if (nd->op == T_RANDN) {
+            LLVMTypeRef fty;
+            LLVMValueRef sq = intrinsic(x, "llvm.sqrt", &x->f64, 1, &fty);
+            LLVMValueRef a = LLVMBuildFMul(x->b, LLVMConstReal(x->f64, -2.0), libm1(x, "log", u[0]), "");
+            a = LLVMBuildCall2(x->b, fty, sq, &a, 1, "");
+            LLVMValueRef cs = libm1(x, "cos", LLVMBuildFMul(x->b, LLVMConstReal(x->f64, 6.283185307179586), u[1], ""));
+            v = LLVMBuildFMul(x->b, a, cs, "");
+        } else {
+            v = LLVMBuildFSub(x->b, libm1(x, "log", u[0]), libm1(x, "log1p", LLVMBuildFNeg(x->b, u[0], "")), "");
+        }
+        if (!x->f64mode) v = LLVMBuildFPTrunc(x->b, v, x->T, "");
+        LLVMValueRef idx = LLVMBuildAdd(x->b, ci64(x, x->slot[i] / x->esz), LLVMBuildAdd(x->b, LLVMBuildMul(x->b, c, ci64(x, x->V), ""), l, ""), "");
+        store(x, v, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->esz);
+        if (x->V > 1) loop_close(x, &Ll, NULL, 1);
+    }
+}
+
+static void tile_node(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    if (nd->rows != 0) return;   /* unbatched: prologue */
+    switch ((t_op)nd->op) {
+    case T_ARG: load_arg(x, i); return;
+    case T_MATMUL: emit_matmul(x, i); return;
+    case T_GATHER: emit_gather(x, i); return;
+    case T_CONCAT: {
+        int64_t at = 0;
+        for (int k = 0; k < nd->nin; k++) {
+            int64_t w = ND(x, nd->in[k])->w;
+            vcopy(x, i, at, nd->in[k], 0, w);
+            at += w;
+        }
+        return;
+    }
+    case T_ROWSUM: {
+        const tnode *a = ND(x, nd->in[0]);   /* batched, as the node is */
+        cgloop L;
+        LLVMValueRef s = bload(x, nd->in[0], ci64(x, 0));
+        RFOR(x, L, ci64(x, 1), ci64(x, a->w), j, &s, 1) s = fadd(x, s, bload(x, nd->in[0], j));
+        bstore(x, i, ci64(x, 0), s);
+        return;
+    }
+    case T_LU_FWD: case T_LU_INV: emit_lu(x, i); return;
+    case T_RANDN: case T_RANDLOGISTIC: emit_rand(x, i); return;
+    case T_LOOP_BEGIN:
+        bvcopy(x, i, nd->in[0]);
+        loop_open(x, &x->trip, ci64(x, 0), ci64(x, nd->iattr[0]), 0, NULL);
+        x->in_trip = 1;
+        return;
+    case T_LOOP_END:
+        trip_end(x, i, 0);
+        return;
+    default:
+        break;
+    }
+    if (!(t_ops[nd->op].flags & TF_EW)) {
+        cg_fail(x, "%s: %%%d: codegen: batched %s is not supported", x->p->name, i, t_ops[nd->op].name);
+        return;
+    }
+    cgloop L;
+    FOR(x, L, nd->w, j) {
+        LLVMValueRef v[3] = { NULL, NULL, NULL };
+        for (int k = 0; k < nd->nin && k < 3; k++) v[k] = tval(x, nd->in[k], j);
+        bstore(x, i, j, ew(x, nd, x->VT, v[0], v[1], v[2]));
+    }
+}
+
+/* End of a tensor-IR loop at LOOP_END e. The LOOP_BEGIN b takes the next state before every
+ * trip but the first; after the last trip e's value is the next state. Unless b is used
+ * after the loop, e shares b's slot and the copy is unconditional. */
+static void trip_end(cgx *x, int e, int unbatched) {
+    const tnode *nd = ND(x, e);
+    int next = nd->in[0], b = nd->in[1];
+    if (x->sep[e]) {
+        LLVMValueRef more = LLVMBuildICmp(x->b, LLVMIntSLT, LLVMBuildNSWAdd(x->b, x->trip.iv, ci64(x, 1), ""),
+                                          ci64(x, ND(x, b)->iattr[0]), "");
+        LLVMBasicBlockRef cp = LLVMAppendBasicBlockInContext(x->C, x->fn, "carry");
+        LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(x->C, x->fn, "carried");
+        LLVMBuildCondBr(x->b, more, cp, cont);
+        LLVMPositionBuilderAtEnd(x->b, cp);
+        if (unbatched) ucopy(x, b, next); else bvcopy(x, b, next);
+        LLVMBuildBr(x->b, cont);
+        LLVMPositionBuilderAtEnd(x->b, cont);
+        loop_close(x, &x->trip, NULL, 1);
+        if (unbatched) ucopy(x, e, next); else bvcopy(x, e, next);
+    } else {
+        if (next != b) {
+            if (unbatched) ucopy(x, b, next); else bvcopy(x, b, next);
+        }
+        loop_close(x, &x->trip, NULL, 1);
+    }
+    x->in_trip = 0;
+}
+
+/* ---------------------------------------------------------------- one program */
+
+static int64_t round64(int64_t v) { return (v + 63) & ~(int64_t)63; }
+
+static void add_attr(cgx *x, LLVMValueRef f, LLVMAttributeIndex at, const char *name, uint64_t val) {
+    LLVMAddAttributeAtIndex(f, at, LLVMCreateEnumAttribute(x->C, LLVMGetEnumAttributeKindForName(name, strlen(name)), val));
+}
+static void add_str_attr(cgx *x, LLVMValueRef f, const char *k, const char *v) {
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateStringAttribute(x->C, k, (unsigned)strlen(k), v, (unsigned)strlen(v)));
+}
+
+static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
+    const tprog *p = x->p;
+    int nn = p->nn;
+    /* liveness: what the outputs need */
+    for (int k = 0; k < p->nouts; k++) x->live[p->outs[k]] = 1;
+    for (int i = nn - 1; i >= 0; i--)
+        if (x->live[i])
+            for (int k = 0; k < p->nodes[i].nin; k++) x->live[p->nodes[i].in[k]] = 1;
+    for (int e = 0; e < nn; e++) {
+        if (!x->live[e] || p->nodes[e].op != T_LOOP_END) continue;
+        for (int j = e + 1; j < nn; j++)
+            for (int k = 0; x->live[j] && k < p->nodes[j].nin; k++)
+                if (p->nodes[j].in[k] == p->nodes[e].in[1]) x->sep[e] = 1;
+    }
+    /* workspace: one 64-byte aligned slot per live computed node */
+    int64_t off = 0;
+    for (int i = 0; i < nn; i++) {
+        const tnode *nd = &p->nodes[i];
+        x->slot[i] = x->aux[i] = -1;
+        if (!x->live[i]) continue;
+        if (nd->op == T_LOOP_END && !x->sep[i]) { x->slot[i] = x->slot[nd->in[1]]; continue; }
+        if (nd->rows != 0 && (nd->op == T_PARAM || nd->op == T_CONST || nd->op == T_CONSTTENSOR)) continue;
+        int64_t bytes = nd->rows ? (int64_t)nd->rows * nd->w * x->esz : (int64_t)nd->w * x->V * x->esz;
+        x->slot[i] = off;
+        off += round64(bytes);
+        if (nd->op == T_LU_FWD || nd->op == T_LU_INV) {
+            x->aux[i] = off;
+            off += round64((int64_t)nd->w * x->esz);
+        }
+    }
+
+    /* the function */
+    LLVMTypeRef pt[8] = { x->i64, x->i64, x->i64, x->ptr, x->ptr, x->ptr, x->ptr, x->ptr };
+    LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(x->C), pt, 8, 0);
+    if (LLVMGetNamedFunction(x->M, name)) { cg_fail(x, "codegen: two programs named %s", name); return -1; }
+    x->fn = LLVMAddFunction(x->M, name, fty);
+    LLVMValueRef f = x->fn;
+    static const char *const pname[8] = { "n", "row0", "seed", "args", "scalars", "outs", "params", "ws" };
+    for (unsigned k = 0; k < 8; k++) LLVMSetValueName2(LLVMGetParam(f, k), pname[k], strlen(pname[k]));
+    add_attr(x, f, LLVMAttributeFunctionIndex, "nounwind", 0);
+    for (unsigned k = 4; k <= 8; k++) add_attr(x, f, k, "nocapture", 0);
+    for (unsigned k = 4; k <= 7; k++) add_attr(x, f, k, "readonly", 0);
+    add_attr(x, f, 7, "noalias", 0);
+    add_attr(x, f, 8, "noalias", 0);
+    add_attr(x, f, 8, "align", 64);
+    add_str_attr(x, f, "target-cpu", m->cpu);
+    add_str_attr(x, f, "target-features", m->features);
+    if (x->V > 1) {
+        char bits[16];
+        int nb = native_bytes(&x->isa);
+        int vb = x->V * x->esz;
+        snprintf(bits, sizeof bits, "%d", 8 * (vb < nb ? vb : nb));
+        add_str_attr(x, f, "prefer-vector-width", bits);
+        snprintf(bits, sizeof bits, "%d", 8 * vb);
+        add_str_attr(x, f, "min-legal-vector-width", bits);
+    }
+    x->a_n = LLVMGetParam(f, 0);
+    x->a_row0 = LLVMGetParam(f, 1);
+    x->a_seed = LLVMGetParam(f, 2);
+    x->a_args = LLVMGetParam(f, 3);
+    x->a_scalars = LLVMGetParam(f, 4);
+    x->a_outs = LLVMGetParam(f, 5);
+    x->a_params = LLVMGetParam(f, 6);
+    x->a_ws = LLVMGetParam(f, 7);
+    LLVMPositionBuilderAtEnd(x->b, LLVMAppendBasicBlockInContext(x->C, f, "entry"));
+
+    /* entry: user pointers and the base of every unbatched value */
+    for (int k = 0; k < p->nargs; k++) x->argp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_args, ci64(x, k)), 8);
+    for (int k = 0; k < p->nouts; k++) x->outp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, k)), 8);
+    for (int i = 0; i < nn; i++) {
+        const tnode *nd = &p->nodes[i];
+        x->ubase[i] = NULL;
+        if (!x->live[i] || nd->rows == 0) continue;
+        if (nd->op == T_PARAM) {
+            x->ubase[i] = gep(x, x->T, x->a_params, ci64(x, x->poff[nd->iattr[0]]));
+        } else if (nd->op == T_CONSTTENSOR) {
+            int64_t ne = (int64_t)nd->rows * nd->w;
+            LLVMValueRef *c = malloc(sizeof(LLVMValueRef) * (size_t)ne);
+            if (!c) { cg_fail(x, "out of memory"); return -1; }
+            for (int64_t k = 0; k < ne; k++) c[k] = LLVMConstReal(x->T, p->consts[nd->aux + k]);
+            LLVMValueRef g = LLVMAddGlobal(x->M, LLVMArrayType2(x->T, (uint64_t)ne), "const");
+            LLVMSetInitializer(g, LLVMConstArray2(x->T, c, (uint64_t)ne));
+            free(c);
+            LLVMSetGlobalConstant(g, 1);
+            LLVMSetLinkage(g, LLVMPrivateLinkage);
+            LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
+            LLVMSetAlignment(g, 64);
+            x->ubase[i] = g;
+        } else if (x->slot[i] >= 0) {
+            x->ubase[i] = LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, (LLVMValueRef[]){ ci64(x, x->slot[i] / x->esz) }, 1, "");
+        }
+    }
+
+    /* prologue: unbatched values, once per call */
+    for (int i = 0; i < nn && !x->failed; i++)
+        if (x->live[i]) prologue_node(x, i);
+
+    /* tiles of V rows */
+    cgloop Lt;
+    loop_open(x, &Lt, ci64(x, 0), x->a_n, 0, NULL);
+    x->tbase = Lt.iv;
+    x->tmask = NULL;
+    if (x->V > 1) {
+        LLVMValueRef rem = LLVMBuildNSWSub(x->b, x->a_n, x->tbase, "");
+        LLVMValueRef valid = sel(x, LLVMBuildICmp(x->b, LLVMIntSLT, rem, ci64(x, x->V), ""), rem, ci64(x, x->V));
+        LLVMValueRef vi = splat_i32(x, LLVMBuildTrunc(x->b, valid, x->i32, ""));
+        LLVMValueRef iota = lane_stride(x, 1);
+        x->tmask = LLVMBuildICmp(x->b, LLVMIntULT, iota, vi, "mask");
+    }
+    for (int i = 0; i < nn && !x->failed; i++)
+        if (x->live[i]) tile_node(x, i);
+    for (int k = 0; k < p->nouts && !x->failed; k++) store_out(x, k);
+    loop_close(x, &Lt, NULL, x->V);
+    LLVMBuildRetVoid(x->b);
+    return x->failed ? -1 : off;
+}
+
+/* ---------------------------------------------------------------- public API */
+
+void cg_default_options(cg_options *o) {
+    memset(o, 0, sizeof *o);
+    o->dtype = DT_F32;
+    o->vector_width = 0;
+    o->opt_level = 2;
+    o->use_sleef = 1;
+}
+
+void cg_free(cg_module *m) {
+    if (!m) return;
+    if (m->mod) LLVMDisposeModule(m->mod);
+    if (m->tm) LLVMDisposeTargetMachine(m->tm);
+    if (m->tsc) LLVMOrcDisposeThreadSafeContext(m->tsc);
+    for (int i = 0; i < m->nprogs && m->names; i++) free(m->names[i]);
+    free(m->names);
+    free(m->ws);
+    free(m->triple);
+    free(m->cpu);
+    free(m->features);
+    free(m);
+}
+
+void cg_release_llvm(cg_module *m, void **tsc, void **mod) {
+    *tsc = m->tsc;
+    *mod = m->mod;
+    m->tsc = NULL;
+    m->mod = NULL;
+    cg_free(m);
+}
+
+int64_t cg_workspace_bytes(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->ws[i] : -1; }
+int cg_vector_width(const cg_module *m) { return m->V; }
+const char *cg_triple(const cg_module *m) { return m->triple; }
+const char *cg_cpu(const cg_module *m) { return m->cpu; }
+const char *cg_features(const cg_module *m) { return m->features; }
+const char *cg_function_name(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->names[i] : NULL; }
+
+/* arch component of a triple, e.g. "x86_64" */
+static size_t arch_len(const char *t) {
+    const char *d = strchr(t, '-');
+    return d ? (size_t)(d - t) : strlen(t);
+}
+
+static int check_prog(const tprog *p, const ir_graph *g, char *err, size_t errlen) {
+    if (tir_verify(p, err, errlen)) return -1;
+    if (p->nargs > TPROG_MAX_IO || p->nouts > TPROG_MAX_IO) {
+        snprintf(err, errlen, "%s: too many inputs or outputs", p->name);
+        return -1;
+    }
+    if (p->nouts < 1) {
+        snprintf(err, errlen, "%s: program has no outputs", p->name);
+        return -1;
+    }
+    for (int i = 0; i < p->nn; i++) {
+        const tnode *n = &p->nodes[i];
+        if (n->op == T_PARAM) {
+            int k = n->iattr[0];
+            if (!g || k < 0 || k >= g->np) {
+                snprintf(err, errlen, "%s: %%%d: parameter %d does not exist in the graph", p->name, i, k);
+                return -1;
+            }
+            if ((int64_t)n->rows * n->w != ir_param_numel(&g->params[k])) {
+                snprintf(err, errlen, "%s: %%%d: parameter %d has %lld elements, the node [%d x %d]", p->name, i, k,
+                         (long long)ir_param_numel(&g->params[k]), n->rows, n->w);
+                return -1;
+            }
+        }
+        if (n->op == T_SCALAR && (n->iattr[0] < 0 || n->iattr[0] >= p->nscalars)) {
+            snprintf(err, errlen, "%s: %%%d: bad scalar index %d", p->name, i, n->iattr[0]);
+            return -1;
+        }
+        if (n->op == T_CONSTTENSOR && (n->aux < 0 || n->naux != n->rows * n->w || n->aux + n->naux > p->nconsts)) {
+            snprintf(err, errlen, "%s: %%%d: bad constant tensor", p->name, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define BFAIL(...) do { snprintf(err, errlen, __VA_ARGS__); goto fail; } while (0)
+
+int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const char *prefix,
+             const cg_options *opts, cg_module **out, char *err, size_t errlen) {
+    cg_options defaults;
+    const cg_options *o = opts;
+    if (!o) { cg_default_options(&defaults); o = &defaults; }
+    *out = NULL;
+    if (nprogs < 1 || !progs) { snprintf(err, errlen, "codegen: no programs"); return -1; }
+    if (o->dtype != DT_F32 && o->dtype != DT_F64) { snprintf(err, errlen, "codegen: bad dtype %d", o->dtype); return -1; }
+    int vw = o->vector_width;
+    if (vw != 0 && vw != 1 && vw != 2 && vw != 4 && vw != 8 && vw != 16) {
+        snprintf(err, errlen, "codegen: vector width %d (expected 0, 1, 2, 4, 8 or 16)", vw);
+        return -1;
+    }
+    if (o->opt_level < 0 || o->opt_level > 3) { snprintf(err, errlen, "codegen: optimization level %d (expected 0..3)", o->opt_level); return -1; }
+    for (int i = 0; i < nprogs; i++)
+        if (check_prog(progs[i], g, err, errlen)) return -1;
+    cg_llvm_init();
+
+    cg_module *m = calloc(1, sizeof *m);
+    cgx x;
+    memset(&x, 0, sizeof x);
+    int64_t *poff = NULL;
+    LLVMPassBuilderOptionsRef pbo = NULL;
+    if (!m) { snprintf(err, errlen, "out of memory"); return -1; }
+    m->dtype = o->dtype;
+
+    /* target */
+    char *host = LLVMGetDefaultTargetTriple();
+    char *t = o->triple ? LLVMNormalizeTargetTriple(o->triple) : NULL;
+    m->triple = xstrdup(t ? t : host);
+    if (t) LLVMDisposeMessage(t);
+    int same_arch = arch_len(m->triple) == arch_len(host) && !strncmp(m->triple, host, arch_len(host));
+    LLVMDisposeMessage(host);
+    if (o->cpu) {
+        m->cpu = xstrdup(o->cpu);
+    } else if (same_arch) {
+        char *c = LLVMGetHostCPUName();
+        m->cpu = xstrdup(c);
+        LLVMDisposeMessage(c);
+    } else {
+        m->cpu = xstrdup("generic");
+    }
+    if (o->features) {
+        m->features = xstrdup(o->features);
+    } else if (!o->cpu && same_arch) {
+        char *f = LLVMGetHostCPUFeatures();
+        m->features = xstrdup(f);
+        LLVMDisposeMessage(f);
+    } else {
+        m->features = xstrdup("");
+    }
+    if (!m->triple || !m->cpu || !m->features) BFAIL("out of memory");
+    /* LLVM would only print a warning for an unknown x86 CPU name and carry on */
+    if (o->cpu && triple_arch(m->triple) == ARCH_X86 && !in_list(x86_lvl0, o->cpu) && !in_list(x86_lvl1, o->cpu)
+        && !in_list(x86_lvl2, o->cpu) && !in_list(x86_lvl3, o->cpu) && !in_list(x86_lvl4, o->cpu))
+        BFAIL("codegen: unknown x86 CPU '%s' (LLVM 19 names, e.g. x86-64, x86-64-v3, skylake-avx512, znver4)", o->cpu);
+    LLVMTargetRef target;
+    char *msg = NULL;
+    if (LLVMGetTargetFromTriple(m->triple, &target, &msg)) {
+        snprintf(err, errlen, "codegen: target %s: %s", m->triple, msg ? msg : "unknown");
+        LLVMDisposeMessage(msg);
+        goto fail;
+    }
+    static const LLVMCodeGenOptLevel lv[4] = { LLVMCodeGenLevelNone, LLVMCodeGenLevelLess, LLVMCodeGenLevelDefault, LLVMCodeGenLevelAggressive };
+    m->tm = LLVMCreateTargetMachine(target, m->triple, m->cpu, m->features, lv[o->opt_level], LLVMRelocPIC, LLVMCodeModelDefault);
+    if (!m->tm) BFAIL("codegen: cannot create a target machine for %s (cpu %s)", m->triple, m->cpu);
+
+    x.o = o;
+    x.isa = isa_of(m->triple, m->cpu, m->features);
+    x.esz = o->dtype == DT_F64 ? 8 : 4;
+    x.f64mode = o->dtype == DT_F64;
+    x.V = vw ? vw : native_bytes(&x.isa) / x.esz;
+    if (x.V < 1) x.V = 1;
+    x.valign = x.V * x.esz < 64 ? x.V * x.esz : 64;
+    x.unroll = 4;
+    m->V = x.V;
+
+    /* module */
+    m->tsc = LLVMOrcCreateNewThreadSafeContext();
+    m->ctx = LLVMOrcThreadSafeContextGetContext(m->tsc);
+    m->mod = LLVMModuleCreateWithNameInContext(prefix && *prefix ? prefix : "nfc", m->ctx);
+    LLVMSetTarget(m->mod, m->triple);
+    LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(m->tm);
+    LLVMSetModuleDataLayout(m->mod, dl);
+    LLVMDisposeTargetData(dl);
+
+    x.C = m->ctx;
+    x.M = m->mod;
+    x.b = LLVMCreateBuilderInContext(x.C);
+    x.i1 = LLVMInt1TypeInContext(x.C);
+    x.i8 = LLVMInt8TypeInContext(x.C);
+    x.i32 = LLVMInt32TypeInContext(x.C);
+    x.i64 = LLVMInt64TypeInContext(x.C);
+    x.f64 = LLVMDoubleTypeInContext(x.C);
+    x.ptr = LLVMPointerTypeInContext(x.C, 0);
+    x.T = x.f64mode ? x.f64 : LLVMFloatTypeInContext(x.C);
+    x.VT = x.V == 1 ? x.T : LLVMVectorType(x.T, (unsigned)x.V);
+    x.vi32 = LLVMVectorType(x.i32, (unsigned)x.V);
+    x.err = err;
+    x.errlen = errlen;
+
+    if (g) {
+        poff = calloc((size_t)(g->np > 0 ? g->np : 1), sizeof *poff);
+        if (!poff) BFAIL("out of memory");
+        tir_param_offsets(g, poff);
+    }
+    x.poff = poff;
+    m->ws = calloc((size_t)nprogs, sizeof *m->ws);
+    m->names = calloc((size_t)nprogs, sizeof *m->names);
+    if (!m->ws || !m->names) BFAIL("out of memory");
+    m->nprogs = nprogs;
+    for (int i = 0; i < nprogs; i++) {
+        const tprog *p = progs[i];
+        size_t nl = (prefix ? strlen(prefix) : 0) + strlen(p->name) + 2;
+        m->names[i] = malloc(nl);
+        if (!m->names[i]) BFAIL("out of memory");
+        if (prefix && *prefix) snprintf(m->names[i], nl, "%s_%s", prefix, p->name);
+        else snprintf(m->names[i], nl, "%s", p->name);
+        size_t nn = (size_t)(p->nn > 0 ? p->nn : 1);
+        x.p = p;
+        x.slot = calloc(nn, sizeof *x.slot);
+        x.aux = calloc(nn, sizeof *x.aux);
+        x.ubase = calloc(nn, sizeof *x.ubase);
+        x.live = calloc(nn, 1);
+        x.sep = calloc(nn, 1);
+        int64_t ws = -1;
+        if (x.slot && x.aux && x.ubase && x.live && x.sep) ws = emit_prog(&x, m, m->names[i]);
+        else cg_fail(&x, "out of memory");
+        free(x.slot); free(x.aux); free(x.ubase); free(x.live); free(x.sep);
+        x.slot = x.aux = NULL; x.ubase = NULL; x.live = x.sep = NULL;
+        if (ws < 0) goto fail;
+        m->ws[i] = ws;
+    }
+    LLVMDisposeBuilder(x.b);
+    x.b = NULL;
+
+    if (LLVMVerifyModule(m->mod, LLVMReturnStatusAction, &msg)) {
+        snprintf(err, errlen, "codegen: invalid LLVM IR: %s", msg ? msg : "");
+        LLVMDisposeMessage(msg);
+        goto fail;
+    }
+    LLVMDisposeMessage(msg);
+    char pipeline[32];
+    snprintf(pipeline, sizeof pipeline, "default<O%d>", o->opt_level);
+    pbo = LLVMCreatePassBuilderOptions();
+    LLVMErrorRef e = LLVMRunPasses(m->mod, pipeline, m->tm, pbo);
+    LLVMDisposePassBuilderOptions(pbo);
+    if (e) { take_error(e, "codegen: optimizer", err, errlen); goto fail; }
+    free(poff);
+    *out = m;
+    return 0;
+fail:
+    if (x.b) LLVMDisposeBuilder(x.b);
+    free(poff);
+    cg_free(m);
+    return -1;
+}
+
+int cg_emit_file(cg_module *m, const char *path, int kind, char *err, size_t errlen) {
+    char *msg = NULL;
+    if (!m || !m->mod) { snprintf(err, errlen, "emit: no module"); return -1; }
+    if (kind == CG_EMIT_LLVM) {
+        if (LLVMPrintModuleToFile(m->mod, path, &msg)) {
+            snprintf(err, errlen, "emit %s: %s", path, msg ? msg : "cannot write");
+            LLVMDisposeMessage(msg);
+            return -1;
+        }
+        return 0;
+    }
+    if (kind != CG_EMIT_ASM && kind != CG_EMIT_OBJ) { snprintf(err, errlen, "emit: bad kind %d", kind); return -1; }
+    /* code generation changes the IR (CodeGenPrepare): emit from a copy */
+    LLVMModuleRef c = LLVMCloneModule(m->mod);
+    int rc = 0;
+    if (LLVMTargetMachineEmitToFile(m->tm, c, path, kind == CG_EMIT_ASM ? LLVMAssemblyFile : LLVMObjectFile, &msg)) {
+        snprintf(err, errlen, "emit %s: %s", path, msg ? msg : "failed");
+        rc = -1;
+    }
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(c);
+    return rc;
+}

@@ -1,0 +1,72 @@
+/* compiler/cg.h: the LLVM code generator for the tensor IR (tir.h).
+ *
+ * Input: verified tensor-IR programs (forward, inverse, ...) of one flow graph, and options
+ * (dtype, vector width, target). Output: one LLVM module holding one function per program,
+ * named "<prefix>_<prog name>", with the kernel ABI of tir.h:
+ *   void f(int64_t n, int64_t row0, int64_t seed, const T *const *args, const double *scalars,
+ *          T *const *outs, const T *params, void *ws);
+ * The module is verified and optimized (new pass manager, default<On>) for its target
+ * machine; it can be written out (IR, assembly, object) or handed to the JIT (jit.h).
+ * The design (tiles of V rows in structure-of-arrays form, unbatched precomputation, Sleef
+ * variant selection, fast-math flags, workspace layout) is described in docs/codegen.md.
+ *
+ * Library code: never prints or exits; every failure (LLVM errors included) is reported as
+ * a nonzero return with a message in err. Only cg.c and jit.c include LLVM headers.
+ */
+#ifndef NFC_CG_H
+#define NFC_CG_H
+#include "tir.h"
+
+typedef struct {
+    int         dtype;         /* DT_F32 or DT_F64 (ir.h) */
+    int         vector_width;  /* 0: native for the target (f32: 16 with AVX-512, 8 with AVX/AVX2,
+                                  4 SSE/NEON; f64: half); 1: scalar; or an explicit 2/4/8/16 */
+    int         opt_level;     /* 0..3, default 2 */
+    const char *triple;        /* NULL: host */
+    const char *cpu;           /* NULL: host ("generic" allowed) */
+    const char *features;      /* NULL: host features when cpu is NULL, else "" */
+    int         use_sleef;     /* 1: Sleef vector functions matched to the ISA; 0: libm per lane */
+} cg_options;
+
+/* dtype f32, native width, O2, host target, Sleef on. */
+void cg_default_options(cg_options *o);
+
+/* Owns an LLVM context (ORC thread-safe context), a module and a target machine. */
+typedef struct cg_module cg_module;
+
+/* Builds one function per program. g supplies the parameter shapes (PARAM nodes) and may be
+ * NULL when no program has a PARAM node. Every program is checked with tir_verify first.
+ * Returns 0 and *out, or -1 with a message in err (*out = NULL). */
+int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const char *prefix,
+             const cg_options *o, cg_module **out, char *err, size_t errlen);
+
+/* Bytes of workspace (64-byte aligned, per the ABI) that program prog_index needs; the size
+ * does not depend on n. -1 for a bad index. */
+int64_t cg_workspace_bytes(const cg_module *m, int prog_index);
+
+/* The vector width V actually used (rows per tile). */
+int cg_vector_width(const cg_module *m);
+
+/* The target triple, CPU and feature string the module was built for (owned by m). */
+const char *cg_triple(const cg_module *m);
+const char *cg_cpu(const cg_module *m);
+const char *cg_features(const cg_module *m);
+
+/* Name of function i ("<prefix>_<prog name>", owned by m), or NULL for a bad index. */
+const char *cg_function_name(const cg_module *m, int prog_index);
+
+enum { CG_EMIT_LLVM, CG_EMIT_ASM, CG_EMIT_OBJ };
+/* Writes the module as LLVM IR text, assembly or an object file (position independent). */
+int cg_emit_file(cg_module *m, const char *path, int kind, char *err, size_t errlen);
+
+void cg_free(cg_module *m);
+
+/* ---- for jit.c only ---- */
+/* Initializes LLVM's targets once per process (thread-safe; cg_build calls it). */
+void cg_llvm_init(void);
+/* Hands over the ORC thread-safe context and the module (LLVMOrcThreadSafeContextRef and
+ * LLVMModuleRef, as void * so that this header needs no LLVM headers) and frees the rest of
+ * m. The caller owns both afterwards. */
+void cg_release_llvm(cg_module *m, void **tsc, void **mod);
+
+#endif

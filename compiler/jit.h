@@ -1,0 +1,30 @@
+/* compiler/jit.h: the in-process JIT (ORC LLJIT) for modules built by cg.h.
+ *
+ * Input: cg_module objects (host triple). Output: addresses of their functions, callable
+ * with the kernel ABI of tir.h. One LLJIT serves the whole process session; every added
+ * module gets its own resource tracker, released with the JIT. Symbols the code calls
+ * (Sleef, libm) are resolved in the running process (build.ninja links libsleef with
+ * --no-as-needed for this reason). Each function carries its own "target-cpu" and
+ * "target-features" attributes, so code built for another CPU of the host's architecture
+ * (e.g. x86-64-v3 on an AVX-512 host) is compiled for that CPU and calls the Sleef variants
+ * it was built for; the caller must not add code for features the host lacks.
+ *
+ * Library code: never prints or exits; every LLVM error becomes a message in err.
+ */
+#ifndef NFC_JIT_H
+#define NFC_JIT_H
+#include "cg.h"
+
+typedef struct nfc_jit nfc_jit;
+
+/* One LLJIT for the host. Returns 0, or -1 with a message (*out = NULL). */
+int   jit_create(nfc_jit **out, char *err, size_t errlen);
+/* Adds m's functions; consumes m (also on failure). Rejects modules built for another
+ * architecture than the host's. Returns 0 or -1 with a message. */
+int   jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen);
+/* Address of a function by its unmangled name (compiles it on first lookup), or NULL with a
+ * message. */
+void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen);
+void  jit_free(nfc_jit *j);
+
+#endif
