@@ -137,18 +137,18 @@ void ir_dump(const ir_graph *g, FILE *out) {
             /* fallthrough */
         case IR_NET: {
             const ir_net *net = &g->nets[n->iattr[1]];
-            fprintf(out, " %s%s in=%d out=%d {", net->made ? "made " : "", net->desc, net->in_width, net->out_width);
+            fprintf(out, " %s in=%d out=%d {", net->desc, net->in_width, net->out_width);
             for (int k = 0; k < net->nl; k++) {
                 const ir_netlayer *l = &net->L[k];
-                fputs(k ? "; " : "", out);
+                int first = k == 0 || net->L[k - 1].kind == NL_RES_BEGIN;
                 switch (l->kind) {
-                case NL_DENSE: fprintf(out, "dense %d%s", l->width, l->zero_init ? " zero" : ""); break;
-                case NL_ACT: fputs(ir_act_names[l->act], out); break;
-                case NL_RES_BEGIN: fputs("residual {", out); break;
-                case NL_RES_END: fputs("}", out); break;
+                case NL_DENSE: fprintf(out, "%sdense %d%s", first ? " " : "; ", l->width, l->zero_init ? " zero" : ""); break;
+                case NL_ACT: fprintf(out, "%s%s", first ? " " : "; ", ir_act_names[l->act]); break;
+                case NL_RES_BEGIN: fprintf(out, "%sresidual {", first ? " " : "; "); break;
+                case NL_RES_END: fputs(" }", out); break;
                 }
             }
-            fputs("}", out);
+            fputs(" }", out);
             break;
         }
         case IR_LEAKY_RELU:
@@ -172,6 +172,10 @@ void ir_dump(const ir_graph *g, FILE *out) {
             else
                 fprintf(out, "      param %s [%lld]%s\n", pr->name, (long long)pr->shape[0], pr->init == INIT_ZERO ? " zero" : "");
         }
+    }
+    for (int p = 0; p < g->np; p++) {
+        const ir_param *pr = &g->params[p];
+        if (pr->owner == IR_NONE) fprintf(out, "  param %s [%lld] zero\n", pr->name, (long long)pr->shape[0]);
     }
     fprintf(out, "  output %%%d\n", g->output);
     fprintf(out, "  parameters %lld\n", (long long)ir_param_count(g));

@@ -51,6 +51,7 @@ typedef struct {
     int         has_layer, has_assign;
     const ast  *cmd;            /* statement being analysed (for "its own output") */
     const char *prefix;         /* parameter name prefix of the current layer */
+    int         nets_here;      /* nets made by the current statement (for unique names) */
     int         too_big;
     const char *first_layer_word;
     int         mixed;          /* a mix of layer and graph form was reported: do not repeat it */
@@ -88,7 +89,12 @@ static char *expr_str(sema *s, const ast *e) {
     case AST_LIST: append_args(s, &b, e); return arena_printf(s->ar, "[%s]", b);
     case AST_CALL: append_args(s, &b, e); return arena_printf(s->ar, "%s(%s)", e->name, b);
     case AST_APPLY: append_args(s, &b, e); return arena_printf(s->ar, "%s(%s)", expr_str(s, e->callee), b);
-    case AST_BINOP: return arena_printf(s->ar, "%s%c%s", expr_str(s, e->args[0]), e->op, expr_str(s, e->args[1]));
+    case AST_BINOP: {
+        const char *l = expr_str(s, e->args[0]), *r = expr_str(s, e->args[1]);
+        if (e->args[0]->kind == AST_BINOP) l = arena_printf(s->ar, "(%s)", l);
+        if (e->args[1]->kind == AST_BINOP) r = arena_printf(s->ar, "(%s)", r);
+        return arena_printf(s->ar, "%s%c%s", l, e->op, r);
+    }
     case AST_NEG: return arena_printf(s->ar, "-%s", expr_str(s, e->args[0]));
     default: return "?";
     }
@@ -220,7 +226,7 @@ static int eval_int(sema *s, const ast *e, int64_t *out) {
         case '+': *out = a + b; break;
         case '-': *out = a - b; break;
         case '*': *out = a * b; break;
-        case '/': *out = a / b; break;
+        case '/': *out = a / b - ((a % b != 0) && ((a < 0) != (b < 0))); break; /* floor, like % */
         default: *out = ((a % b) + b) % b; break;
         }
         return 1;
@@ -640,7 +646,8 @@ static ir_ref add_net_node(sema *s, const recipe *r, const ir_ref *ins, int nin,
     if (n == IR_NONE) return IR_NONE;
     recipe rr = *r;
     rr.node = n;
-    rr.prefix = arena_printf(s->ar, "%s.net", s->prefix);
+    rr.prefix = s->nets_here ? arena_printf(s->ar, "%s.net%d", s->prefix, s->nets_here) : arena_printf(s->ar, "%s.net", s->prefix);
+    s->nets_here++;
     VEC_PUSH(s->ar, s->rec, s->nrec, s->cap_rec, rr);
     return n;
 }
@@ -819,6 +826,10 @@ static ir_ref apply_layer(sema *s, const ast *c, ir_ref x, int skip) {
     if (!strcmp(w, "glow_step")) {
         static const char *const o[] = { "net", "scaling", "clamp" };
         if (!check_opts(s, c, w, o, 3)) return IR_NONE;
+        if (!get_opt(c, "net")) {
+            diag_error(s->dc, c->name_loc, "'glow_step' needs a conditioner for its coupling: add net=mlp(64, 64)");
+            return IR_NONE;
+        }
         ir_ref a = simple_param_layer(s, c, x, IR_ACTNORM);
         if (a == IR_NONE) return IR_NONE;
         const char *save = s->prefix;
@@ -1188,6 +1199,7 @@ static void stmt(sema *s, const ast *c, int depth) {
         return;
     }
     s->cmd = c;
+    s->nets_here = 0;
     const char *w = c->name;
     if (c->has_block && strcmp(w, "repeat")) {
         diag_error(s->dc, c->name_loc, "'%s' does not take a block", w);
@@ -1263,7 +1275,7 @@ static void stmt(sema *s, const ast *c, int depth) {
     }
     if (!s->has_layer) { s->has_layer = 1; s->first_layer = c->name_loc; s->first_layer_word = w; }
     new_layer(s, cmd_str(s, c), c->name_loc);
-    s->prefix = arena_printf(s->ar, "layer%d", s->g->nlayers - 1);
+    s->prefix = arena_printf(s->ar, "layer%d", s->g->nlayers); /* numbered from 1, as `nfc check` shows */
     ir_ref y = apply_layer(s, c, s->cur, 0);
     if (y != IR_NONE) s->cur = y;
 }
@@ -1548,6 +1560,32 @@ static void check_invertible(sema *s) {
 
 /* ---------------------------------------------------------------- flows */
 
+static const ir_param *sort_params;
+static int cmp_param_name(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    int c = strcmp(sort_params[x].name, sort_params[y].name);
+    return c ? c : x - y;
+}
+
+/* Parameter names are checkpoint keys: make them unique. Two names can only clash in graph
+ * form (a value named like a layer prefix, or `base`); the later one gets ".2", ".3", ... */
+static void unique_param_names(sema *s) {
+    ir_graph *g = s->g;
+    int *ord = arena_alloc(s->ar, sizeof(int) * (size_t)(g->np + 1));
+    for (int pass = 0; pass < 4; pass++) {
+        for (int i = 0; i < g->np; i++) ord[i] = i;
+        sort_params = g->params;
+        qsort(ord, (size_t)g->np, sizeof(int), cmp_param_name);
+        int renamed = 0;
+        for (int i = 1, k = 2; i < g->np; i++) {
+            if (strcmp(g->params[ord[i]].name, g->params[ord[i - 1]].name)) { k = 2; continue; }
+            g->params[ord[i]].name = arena_printf(s->ar, "%s.%d", g->params[ord[i]].name, k++);
+            renamed = 1;
+        }
+        if (!renamed) break;
+    }
+}
+
 static ir_graph *flow(sema *s, const ast *f, const char *filename) {
     s->g = ir_new(s->ar, f->name, f->name_loc);
     s->g->file = filename;
@@ -1692,6 +1730,7 @@ static ir_graph *flow(sema *s, const ast *f, const char *filename) {
         ir_add_param(s->g, IR_NONE, "base.mean", 1, D, 1, INIT_ZERO, 0);
         ir_add_param(s->g, IR_NONE, "base.log_scale", 1, D, 1, INIT_ZERO, 0);
     }
+    unique_param_names(s);
     /* per-layer parameter counts and widths */
     for (int p = 0; p < s->g->np; p++) {
         ir_ref o = s->g->params[p].owner;

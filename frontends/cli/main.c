@@ -174,7 +174,7 @@ static int cmd_check(int argc, char **argv) {
                 else if (!dump) summary(res.flows[k], stdout);
             }
         }
-        if (nerr > 0 && dc.nerrors > 1)
+        if (nerr > 0 && dc.nerrors > 1 && !dc.capped)
             fprintf(stderr, "%d errors generated.\n", dc.nerrors);
         arena_free(&ar);
     }

@@ -59,7 +59,7 @@ TEST(parameters_and_weights) {
     CHECK(nfc_model_dim(m) == 2 && nfc_model_context_dim(m) == 0);
     CHECK_STR(nfc_model_input_name(m), "x");
     CHECK(nfc_param_total(m) == 35348);
-    int i = nfc_param_find(m, "layer1.net.dense0.w");
+    int i = nfc_param_find(m, "layer2.net.dense0.w");
     CHECK(i >= 0);
     int64_t shape[2];
     CHECK(nfc_param_shape(m, i, shape) == 2 && shape[0] == 1 && shape[1] == 64);

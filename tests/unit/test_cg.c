@@ -332,6 +332,8 @@ typedef struct {
     double scalars[4];
     double tol32, tol64;
     int    sleef_both;      /* also run without Sleef */
+    const double *values;   /* arguments drawn from these instead, if set */
+    int    nvalues;
 } spec;
 
 /* Every (dtype, V, n) combination against ref_eval. */
@@ -359,7 +361,7 @@ static void check_prog(const char *what, const tprog *p, const ir_graph *g, cons
                     for (int a = 0; a < p->nargs; a++) {
                         args[a] = malloc(sizeof(double) * (size_t)(n * p->arg_w[a]));
                         for (int64_t e = 0; e < n * p->arg_w[a]; e++) {
-                            double v = uniform(s->alo, s->ahi);
+                            double v = s->values ? s->values[(int)(urand() * s->nvalues)] : uniform(s->alo, s->ahi);
                             args[a][e] = dt == DT_F32 ? (double)(float)v : v;
                         }
                     }
@@ -445,6 +447,30 @@ TEST(unary_ops_all) {
     t_output(q3, t_concat(q3, e3, 5));
     spec s4 = { .alo = -80, .ahi = 80, .tol32 = 4e-6, .tol64 = 1e-13 };
     check_prog("wide", q3, NULL, &s4);
+    arena_free(&ar);
+}
+
+/* NaN propagates (the training runtime's NaN guard relies on it: no nnan/ninf flags), and
+ * infinities and signed zeros come out as in C, through every elementwise op and MATMUL */
+TEST(nan_inf) {
+    arena ar;
+    arena_init(&ar);
+    int rows[1] = { 4 }, w[1] = { 3 };
+    ir_graph *g = fake_graph(&ar, 1, rows, w);
+    tprog *p = tprog_new(&ar, "nan");
+    tref x = t_arg(p, 0, 4), y = t_arg(p, 1, 4), v[40];
+    int nv = 0;
+    for (size_t i = 0; i < sizeof unary_ops / sizeof unary_ops[0]; i++) v[nv++] = t_un(p, unary_ops[i], x);
+    v[nv++] = t_leaky(p, x, 0.5);
+    v[nv++] = t_un(p, T_LOG, x);
+    v[nv++] = t_un(p, T_LOG1P, x);
+    for (t_op op = T_ADD; op <= T_MIN; op++) v[nv++] = t_bin(p, op, x, y);
+    v[nv++] = t_select(p, x, y, x);
+    v[nv++] = t_matmul(p, x, t_param(p, g, 0));
+    t_output(p, concat_all(p, v, nv));
+    static const double vals[] = { NAN, INFINITY, -INFINITY, 0.0, -0.0, 1.5, -2.5, 50 };
+    spec s = { .plo = -1, .phi = 1, .tol32 = 4e-6, .tol64 = 1e-13, .sleef_both = 1, .values = vals, .nvalues = 8 };
+    check_prog("nan_inf", p, g, &s);
     arena_free(&ar);
 }
 
@@ -1042,6 +1068,7 @@ int main(void) {
         return 1;
     }
     RUN(unary_ops_all);
+    RUN(nan_inf);
     RUN(binary_ops_broadcast);
     RUN(matmul_shapes);
     RUN(unbatched_precompute);

@@ -459,7 +459,7 @@ TEST(nan_guard) {
     nfc_model *t = compile_src(tiny_src, 1);
     double *y = make_data(100, 4);
     rt_train_data d2 = { y, NULL, 100, NULL, NULL, 0 };
-    int an = nfc_param_find(t, "layer0.log_scale");
+    int an = nfc_param_find(t, "layer1.log_scale");
     CHECK(an >= 0 && nfc_param_numel(t, an) == 2);
     if (an >= 0 && nfc_param_numel(t, an) == 2) {
         double big[2] = { 800, 800 };
