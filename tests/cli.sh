@@ -37,3 +37,27 @@ for f in examples/*.flow; do
 done
 expect 0 "check several files" "flow maf8" "$NFC" check examples/moons.flow examples/maf.flow
 expect 1 "one bad file among good ones" "flow moons" "$NFC" check examples/moons.flow tests/nope.flow
+
+# running models: bad input names the file and what was expected
+tmp_cli=$(mktemp -d)
+printf '0.1,0.2\n0.3,0.4\n' > "$tmp_cli/x2.csv"
+printf '0.1,0.2,0.3\n' > "$tmp_cli/x3.csv"
+printf '0.1,0.2\n0.3,abc\n' > "$tmp_cli/bad.csv"
+printf 'not a safetensors file' > "$tmp_cli/bad.safetensors"
+expect 1 "wrong column count" "x3.csv: expected 2 columns (the input 'x' of flow 'moons' is f32\[2\]), found 3" \
+    "$NFC" logprob examples/moons.flow --data "$tmp_cli/x3.csv" -o "$tmp_cli/lp.csv"
+expect 1 "non-numeric field" "bad.csv:2: field 2 is not a number" "$NFC" eval examples/moons.flow --data "$tmp_cli/bad.csv"
+expect 1 "missing data file" "nope.csv" "$NFC" eval examples/moons.flow --data "$tmp_cli/nope.csv"
+expect 1 "context missing" "give it with --context FILE" "$NFC" eval examples/cmoons.flow --data "$tmp_cli/x2.csv"
+printf '1,0\n0,1\n1,0\n' > "$tmp_cli/c3.csv"
+expect 1 "context rows" "c3.csv: 3 rows, but there are 2 samples" \
+    "$NFC" eval examples/cmoons.flow --data "$tmp_cli/x2.csv" --context "$tmp_cli/c3.csv"
+expect 1 "corrupt weights" "bad.safetensors" "$NFC" eval examples/moons.flow --data "$tmp_cli/x2.csv" --weights "$tmp_cli/bad.safetensors"
+expect 1 "model errors through run commands" "error: unknown layer" "$NFC" eval tests/bad/name_unknown_layer.flow --data "$tmp_cli/x2.csv"
+expect 2 "sample without -n" "missing -n" "$NFC" sample examples/moons.flow -o "$tmp_cli/s.csv"
+expect 2 "bad dtype" "--dtype is f32 or f64" "$NFC" sample examples/moons.flow -n 3 --dtype f16 -o "$tmp_cli/s.csv"
+expect 0 "sample then eval (JIT)" "bits per dimension" sh -c "'$NFC' sample examples/moons.flow -n 200 -o '$tmp_cli/s.npy' --init-scale 0.3 && '$NFC' eval examples/moons.flow --data '$tmp_cli/s.npy' --init-scale 0.3"
+expect 0 "conditional sample with one context row" "" sh -c "printf '1,0\n' > '$tmp_cli/c1.csv' && '$NFC' sample examples/cmoons.flow -n 50 --context '$tmp_cli/c1.csv' -o '$tmp_cli/cs.csv'"
+expect 0 "emit llvm" "" "$NFC" examples/moons.flow --emit=llvm -o "$tmp_cli/m.ll"
+expect 0 "emitted IR names the programs" "define.*forward" cat "$tmp_cli/m.ll"
+rm -rf "$tmp_cli"
