@@ -10,8 +10,11 @@
  *   tiles:    for base = 0; base < n; base += V: every batched value of width w lives in
  *             the workspace as w vectors of V lanes (feature-major, lane = row in tile);
  *             ARG k is gathered (masked: lanes past n are zero) from row-major [n, w],
- *             the batched nodes run as loops over features of <V x T> operations, and the
- *             outputs are scattered back (masked: only valid rows are written).
+ *             the batched nodes run as loops over features of <V x T> operations, sums
+ *             over the batch (TF_RED) add the valid lanes to per-lane accumulators, and
+ *             the outputs are scattered back (masked: only valid rows are written).
+ *   epilogue: the accumulators summed over lanes, the unbatched nodes computed from them
+ *             (tir_sections), and the gradient outputs (outs[nouts], laid out like params).
  * Loops of the tensor IR become LLVM loops (basic blocks and phis) around the body's
  * code, with the carried state in the workspace.
  *
@@ -190,7 +193,7 @@ typedef struct {
     LLVMContextRef    C;
     LLVMModuleRef     M;
     LLVMBuilderRef    b;
-    LLVMTypeRef       T, VT, i1, i8, i32, i64, ptr, f64, vi32;
+    LLVMTypeRef       T, VT, i32, i64, ptr, f64, vi32;
     int               V, esz, valign, f64mode;
     int64_t           unroll;    /* FOR loops up to this trip count are emitted straight-line */
     LLVMValueRef      fn;
@@ -201,10 +204,10 @@ typedef struct {
     LLVMValueRef     *ubase;         /* unbatched nodes: pointer to [rows, w] of T */
     char             *live;
     char             *sep;           /* LOOP_END: own slot (its LOOP_BEGIN is used after it) */
-    LLVMValueRef      argp[TPROG_MAX_IO], outp[TPROG_MAX_IO];
+    int8_t           *sec;           /* tir_sections: prologue, batched, epilogue */
+    LLVMValueRef      argp[TPROG_MAX_IO], outp[TPROG_MAX_IO], gradp;
     LLVMValueRef      tbase, tmask;  /* current tile */
-    cgloop            trip;          /* the tensor-IR loop being emitted */
-    int               in_trip;
+    cgloop            trip;          /* the tensor-IR loop being emitted (loops do not nest) */
     char             *err;
     size_t            errlen;
     int               failed;
@@ -502,6 +505,7 @@ static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, 
     case T_SQUARE: return fmul(x, a, a);
     case T_ABS: return fabs_(x, a);
     case T_STEP: return sel(x, fcmp(x, LLVMRealOGT, a, zero), one, zero);
+    case T_NONZERO: return sel(x, fcmp(x, LLVMRealUNE, a, zero), one, zero);   /* 1 for NaN */
     case T_ADD: return fadd(x, a, b);
     case T_SUB: return fsub(x, a, b);
     case T_MUL: return fmul(x, a, b);
@@ -515,7 +519,7 @@ static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, 
     }
 }
 
-/* ---------------------------------------------------------------- prologue (unbatched) */
+/* ---------------------------------------------------------------- unbatched values (prologue, epilogue) */
 
 static void trip_end(cgx *x, int e, int unbatched);
 
@@ -528,9 +532,13 @@ static void ucopy(cgx *x, int dst, int src) {
             store(x, uelem(x, src, r, j), uptr(x, dst, r, j), x->esz);
 }
 
-static void prologue_node(cgx *x, int i) {
+/* Code for unbatched node i (scalar loops over [rows, w]), run in the prologue or, for
+ * values computed from sums over the batch, in the epilogue. Batched LU nodes get their
+ * exp(+-diag) here (in the prologue); other batched nodes nothing. */
+static void unbatched_node(cgx *x, int i) {
     const tnode *nd = ND(x, i);
-    if (nd->op == T_LU_FWD || nd->op == T_LU_INV) { /* batched, but its exp(diag) is unbatched */
+    if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT) {
+        /* batched, but its exp(+-diag) is unbatched */
         cgloop L;
         FOR(x, L, nd->w, k) {
             LLVMValueRef d = uelem(x, nd->in[1], k, k);
@@ -559,6 +567,16 @@ static void prologue_node(cgx *x, int i) {
         }
         return;
     }
+    case T_DIAGEMBED: {   /* [1, D] -> [D, D]: v on the diagonal, 0 elsewhere */
+        cgloop Lr, Lj;
+        FOR(x, Lr, nd->rows, r)
+            FOR(x, Lj, nd->w, j) {
+                LLVMValueRef v = sel(x, LLVMBuildICmp(x->b, LLVMIntEQ, r, j, ""), uelem(x, nd->in[0], ci64(x, 0), j),
+                                     LLVMConstReal(x->T, 0));
+                store(x, v, uptr(x, i, r, j), x->esz);
+            }
+        return;
+    }
     case T_DIAG: {
         cgloop L;
         FOR(x, L, nd->w, j) store(x, uelem(x, nd->in[0], j, j), uptr(x, i, ci64(x, 0), j), x->esz);
@@ -567,7 +585,6 @@ static void prologue_node(cgx *x, int i) {
     case T_LOOP_BEGIN:
         ucopy(x, i, nd->in[0]);
         loop_open(x, &x->trip, ci64(x, 0), ci64(x, nd->iattr[0]), 0, NULL);
-        x->in_trip = 1;
         return;
     case T_LOOP_END:
         trip_end(x, i, 1);
@@ -658,19 +675,23 @@ static void bvcopy(cgx *x, int dst, int src) {
     FOR(x, L, d->w, j) bstore(x, dst, j, tval(x, src, j));
 }
 
-/* y[o] = sum_i x[i] * splat(W[i][o]), blocks of B outputs at a time (B accumulators) */
+/* MATMUL: y[o] = sum_i x[i] * splat(W[i][o]); MATMUL_NT: y[o] = sum_i x[i] * splat(W[o][i]).
+ * Blocks of bs outputs at a time (bs accumulators). */
+static LLVMValueRef mm_w(cgx *x, int i, LLVMValueRef ii, LLVMValueRef o) {
+    const tnode *nd = ND(x, i);
+    return splat(x, nd->op == T_MATMUL_NT ? uelem(x, nd->in[1], o, ii) : uelem(x, nd->in[1], ii, o));
+}
 static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs) {
     const tnode *nd = ND(x, i);
-    int X = nd->in[0], W = nd->in[1];
+    int X = nd->in[0];
     LLVMValueRef acc[8], x0 = bload(x, X, ci64(x, 0));
     cgloop Li;
     /* the first term starts the sum (0 + a*b would cost an add: -0 + 0 is +0) */
-    for (int k = 0; k < bs; k++)
-        acc[k] = fmul(x, x0, splat(x, uelem(x, W, ci64(x, 0), LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""))));
+    for (int k = 0; k < bs; k++) acc[k] = fmul(x, x0, mm_w(x, i, ci64(x, 0), LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "")));
     RFOR(x, Li, ci64(x, 1), ci64(x, ND(x, X)->w), ii, acc, bs) {
         LLVMValueRef xi = bload(x, X, ii);
         for (int k = 0; k < bs; k++)
-            acc[k] = fadd(x, acc[k], fmul(x, xi, splat(x, uelem(x, W, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "")))));
+            acc[k] = fadd(x, acc[k], fmul(x, xi, mm_w(x, i, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""))));
     }
     for (int k = 0; k < bs; k++) bstore(x, i, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""), acc[k]);
 }
@@ -680,11 +701,20 @@ static void emit_matmul(cgx *x, int i) {
     enum { B = 4 };
     int64_t nb = out / B;
     cgloop L;
+    /* the loops over output blocks stay loops (unrolling them multiplies optimization time,
+     * up to minutes for 32 x 32); a short inner sum (in <= x->unroll) is straight-line */
     int64_t save = x->unroll;
-    x->unroll = 0;   /* matrix loops stay loops: the optimizer decides (unrolling them here
-                        multiplies optimization time, up to minutes for 32 x 32) */
-    FOR(x, L, nb, ob) mm_block(x, i, LLVMBuildNSWMul(x->b, ob, ci64(x, B), ""), B);
-    FOR(x, L, out - nb * B, r) mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1);
+    x->unroll = 0;
+    FOR(x, L, nb, ob) {
+        x->unroll = save;
+        mm_block(x, i, LLVMBuildNSWMul(x->b, ob, ci64(x, B), ""), B);
+        x->unroll = 0;
+    }
+    FOR(x, L, out - nb * B, r) {
+        x->unroll = save;
+        mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1);
+        x->unroll = 0;
+    }
     x->unroll = save;
 }
 
@@ -720,43 +750,62 @@ static void emit_gather(cgx *x, int i) {
     }
 }
 
-/* LU_FWD: y = L (U x); LU_INV: y = U^-1 (L^-1 x); M = lu, d = exp(+-diag) (prologue) */
+/* One triangular pass over feature vectors, into node i:
+ *   for k (upwards, or downwards if down):
+ *     s = init[k] (times d[k] if dmode == 1)
+ *     s = s +- sum over j in (k, D) if upper, else [0, k), of M'[k][j] * src[j]
+ *     y[k] = s (times d[k] if dmode == 2)
+ * with M' = M, or M transposed if trans; d = exp(+-diag M) from the prologue (aux). A pass
+ * may run in place (init == src == i) when the order of k keeps src[j] unwritten. */
+static void lu_pass(cgx *x, int i, int init, int src, int down, int upper, int trans, int sub, int dmode) {
+    const tnode *nd = ND(x, i);
+    int M = nd->in[1];
+    int64_t D = nd->w;
+    cgloop Lk, Lj;
+    FOR(x, Lk, D, kk) {
+        LLVMValueRef k = down ? LLVMBuildNSWSub(x->b, ci64(x, D - 1), kk, "") : kk;
+        LLVMValueRef s = bload(x, init, k);
+        if (dmode == 1) s = fmul(x, s, splat(x, load(x, x->T, auxptr(x, i, k), x->esz)));
+        LLVMValueRef j0 = upper ? LLVMBuildNSWAdd(x->b, k, ci64(x, 1), "") : ci64(x, 0), j1 = upper ? ci64(x, D) : k;
+        RFOR(x, Lj, j0, j1, j, &s, 1) {
+            LLVMValueRef m = trans ? uelem(x, M, j, k) : uelem(x, M, k, j);
+            LLVMValueRef t = fmul(x, splat(x, m), bload(x, src, j));
+            s = sub ? fsub(x, s, t) : fadd(x, s, t);
+        }
+        if (dmode == 2) s = fmul(x, s, splat(x, load(x, x->T, auxptr(x, i, k), x->esz)));
+        bstore(x, i, k, s);
+    }
+}
+
+/* L = I + strictly-lower(M), U = strictly-upper(M) + diag(exp(diag M)) (tir.h) */
 static void emit_lu(cgx *x, int i) {
     const tnode *nd = ND(x, i);
-    int X = nd->in[0], M = nd->in[1];
-    int64_t D = nd->w;
-    LLVMValueRef Dv = ci64(x, D), zero = ci64(x, 0), one = ci64(x, 1);
-    for (int phase = 0; phase < 2; phase++) {
-        /* phase 0 runs k upwards, phase 1 downwards (k = D-1-kk) */
-        cgloop Lk, Lj;
-        FOR(x, Lk, D, kk) {
-            LLVMValueRef k = phase == 0 ? kk : LLVMBuildNSWSub(x->b, ci64(x, D - 1), kk, "");
-            LLVMValueRef s, j0, j1;
-            int src, sub;
-            if (nd->op == T_LU_FWD) {
-                if (phase == 0) { /* u[k] = d[k] x[k] + sum_{j>k} M[k][j] x[j]  (into y) */
-                    s = fmul(x, bload(x, X, k), splat(x, load(x, x->T, auxptr(x, i, k), x->esz)));
-                    j0 = LLVMBuildNSWAdd(x->b, k, one, ""); j1 = Dv; src = X;
-                } else {          /* y[k] = u[k] + sum_{j<k} M[k][j] u[j], k downwards: in place */
-                    s = bload(x, i, k); j0 = zero; j1 = k; src = i;
-                }
-                sub = 0;
-            } else {
-                if (phase == 0) { /* v[k] = x[k] - sum_{j<k} M[k][j] v[j] */
-                    s = bload(x, X, k); j0 = zero; j1 = k;
-                } else {          /* y[k] = (v[k] - sum_{j>k} M[k][j] y[j]) d[k] */
-                    s = bload(x, i, k); j0 = LLVMBuildNSWAdd(x->b, k, one, ""); j1 = Dv;
-                }
-                src = i;
-                sub = 1;
-            }
-            RFOR(x, Lj, j0, j1, j, &s, 1) {
-                LLVMValueRef t = fmul(x, splat(x, uelem(x, M, k, j)), bload(x, src, j));
-                s = sub ? fsub(x, s, t) : fadd(x, s, t);
-            }
-            if (nd->op == T_LU_INV && phase == 1) s = fmul(x, s, splat(x, load(x, x->T, auxptr(x, i, k), x->esz)));
-            bstore(x, i, k, s);
-        }
+    int X = nd->in[0];
+    switch ((t_op)nd->op) {
+    case T_LU_FWD:   /* u = U x (into y), then y = L u: k downwards, in place */
+        lu_pass(x, i, X, X, 0, 1, 0, 0, 1);
+        lu_pass(x, i, i, i, 1, 0, 0, 0, 0);
+        break;
+    case T_LU_INV:   /* v = L^-1 x: forward substitution; y = U^-1 v: back substitution */
+        lu_pass(x, i, X, i, 0, 0, 0, 1, 0);
+        lu_pass(x, i, i, i, 1, 1, 0, 1, 2);
+        break;
+    case T_LU_U: lu_pass(x, i, X, X, 0, 1, 0, 0, 1); break;    /* y = U x */
+    case T_LU_LT: lu_pass(x, i, X, X, 0, 1, 1, 0, 0); break;   /* y[k] = x[k] + sum_{j>k} M[j][k] x[j] */
+    case T_LU_UT: lu_pass(x, i, X, X, 0, 0, 1, 0, 1); break;   /* y[k] = d[k] x[k] + sum_{j<k} M[j][k] x[j] */
+    default: break;
+    }
+}
+
+/* SCATTER: y = 0; y[idx[j]] += x[j] for j in order */
+static void emit_scatter(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    const int32_t *idx = x->p->ints + nd->aux;
+    LLVMBuildMemSet(x->b, bptr(x, i, ci64(x, 0)), LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0),
+                    ci64(x, (int64_t)nd->w * x->V * x->esz), (unsigned)x->valign);
+    for (int j = 0; j < nd->naux; j++) {
+        LLVMValueRef d = ci64(x, idx[j]);
+        bstore(x, i, d, fadd(x, bload(x, i, d), bload(x, nd->in[0], ci64(x, j))));
     }
 }
 
@@ -810,6 +859,78 @@ static void emit_rand(cgx *x, int i) {
     }
 }
 
+/* ---------------------------------------------------------------- batch reductions (TF_RED) */
+
+/* A reduction keeps one accumulator per element and lane (aux slot, rows*w vectors of V),
+ * zeroed in the prologue, added to by every tile (invalid lanes masked to 0, so that a NaN
+ * or inf computed from the zero padding never leaks in), and summed over the lanes, in lane
+ * order, after the last tile. */
+static LLVMValueRef accptr(cgx *x, int i, LLVMValueRef e) {
+    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, x->aux[i] / x->esz), LLVMBuildNSWMul(x->b, e, ci64(x, x->V), ""), "");
+    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
+}
+static LLVMValueRef masked(cgx *x, LLVMValueRef v) { return x->V > 1 ? sel(x, x->tmask, v, cst(x, x->VT, 0)) : v; }
+
+static void red_zero(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    LLVMBuildMemSet(x->b, accptr(x, i, ci64(x, 0)), LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0),
+                    ci64(x, (int64_t)nd->rows * nd->w * x->V * x->esz), (unsigned)x->valign);
+}
+
+static void red_add(cgx *x, int i, LLVMValueRef e, LLVMValueRef v) {
+    LLVMValueRef p = accptr(x, i, e);
+    store(x, fadd(x, load(x, x->VT, p, x->valign), v), p, x->valign);
+}
+
+static void red_accumulate(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    cgloop La, Lb;
+    if (nd->op == T_BATCHSUM) {
+        FOR(x, La, nd->w, j) red_add(x, i, j, masked(x, bload(x, nd->in[0], j)));
+        return;
+    }
+    /* MATMUL_TN: acc[a][b] += a_r * b_r */
+    int A = nd->in[0], B = nd->in[1];
+    FOR(x, La, nd->rows, ia) {
+        LLVMValueRef av = masked(x, bload(x, A, ia));
+        FOR(x, Lb, nd->w, jb) {
+            LLVMValueRef e = LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, ia, ci64(x, nd->w), ""), jb, "");
+            red_add(x, i, e, fmul(x, av, masked(x, bload(x, B, jb))));
+        }
+    }
+}
+
+static void red_finish(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    cgloop L;
+    FOR(x, L, (int64_t)nd->rows * nd->w, e) {
+        LLVMValueRef v = load(x, x->VT, accptr(x, i, e), x->valign), s = v;
+        if (x->V > 1) {
+            s = LLVMBuildExtractElement(x->b, v, ci32(x, 0), "");
+            for (int l = 1; l < x->V; l++) s = fadd(x, s, LLVMBuildExtractElement(x->b, v, ci32(x, l), ""));
+        }
+        store(x, s, gep(x, x->T, x->ubase[i], e), x->esz);
+    }
+}
+
+/* gradient outputs: outs[nouts] = 0, then += every gradient value at its parameter's offset */
+static void write_grads(cgx *x) {
+    const tprog *p = x->p;
+    LLVMBuildMemSet(x->b, x->gradp, LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0), ci64(x, p->param_total * x->esz),
+                    (unsigned)x->esz);
+    for (int k = 0; k < p->ngrad; k++) {
+        int v = p->gval[k];
+        const tnode *nd = ND(x, v);
+        cgloop Lr, Lj;
+        FOR(x, Lr, nd->rows, r)
+            FOR(x, Lj, nd->w, j) {
+                LLVMValueRef e = LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, r, ci64(x, nd->w), ""), j, "");
+                LLVMValueRef d = gep(x, x->T, x->gradp, LLVMBuildNSWAdd(x->b, ci64(x, x->poff[p->gparam[k]]), e, ""));
+                store(x, fadd(x, load(x, x->T, d, x->esz), uelem(x, v, r, j)), d, x->esz);
+            }
+    }
+}
+
 static void tile_node(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     if (nd->rows != 0) return;   /* unbatched: prologue */
@@ -834,12 +955,13 @@ static void tile_node(cgx *x, int i) {
         bstore(x, i, ci64(x, 0), s);
         return;
     }
-    case T_LU_FWD: case T_LU_INV: emit_lu(x, i); return;
+    case T_MATMUL_NT: emit_matmul(x, i); return;
+    case T_SCATTER: emit_scatter(x, i); return;
+    case T_LU_FWD: case T_LU_INV: case T_LU_U: case T_LU_LT: case T_LU_UT: emit_lu(x, i); return;
     case T_RANDN: case T_RANDLOGISTIC: emit_rand(x, i); return;
     case T_LOOP_BEGIN:
         bvcopy(x, i, nd->in[0]);
         loop_open(x, &x->trip, ci64(x, 0), ci64(x, nd->iattr[0]), 0, NULL);
-        x->in_trip = 1;
         return;
     case T_LOOP_END:
         trip_end(x, i, 0);
@@ -883,7 +1005,6 @@ static void trip_end(cgx *x, int e, int unbatched) {
         }
         loop_close(x, &x->trip, NULL, 1);
     }
-    x->in_trip = 0;
 }
 
 /* ---------------------------------------------------------------- one program */
@@ -902,6 +1023,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     int nn = p->nn;
     /* liveness: what the outputs need */
     for (int k = 0; k < p->nouts; k++) x->live[p->outs[k]] = 1;
+    for (int k = 0; k < p->ngrad; k++) x->live[p->gval[k]] = 1;
     for (int i = nn - 1; i >= 0; i--)
         if (x->live[i])
             for (int k = 0; k < p->nodes[i].nin; k++) x->live[p->nodes[i].in[k]] = 1;
@@ -911,6 +1033,32 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
             for (int k = 0; x->live[j] && k < p->nodes[j].nin; k++)
                 if (p->nodes[j].in[k] == p->nodes[e].in[1]) x->sep[e] = 1;
     }
+    /* sections (tir.h): a batched node cannot use a value that needs the whole batch, and a
+     * loop stays within one section and contains no reduction */
+    tir_sections(p, x->sec);
+    int lb = -1;
+    for (int i = 0; i < nn; i++) {
+        const tnode *nd = &p->nodes[i];
+        if (nd->op == T_LOOP_BEGIN) lb = i;
+        if (!x->live[i]) { if (nd->op == T_LOOP_END) lb = -1; continue; }
+        for (int k = 0; k < nd->nin; k++)
+            if (nd->rows == 0 && x->sec[nd->in[k]] == SEC_EPILOGUE) {
+                cg_fail(x, "%s: %%%d %s: a batched value cannot use %%%d, which depends on a sum over the batch", p->name, i,
+                        t_ops[nd->op].name, nd->in[k]);
+                return -1;
+            }
+        if (lb >= 0 && (t_ops[nd->op].flags & TF_RED)) {
+            cg_fail(x, "%s: %%%d %s: a sum over the batch inside the loop at %%%d is not supported", p->name, i,
+                    t_ops[nd->op].name, lb);
+            return -1;
+        }
+        if (lb >= 0 && p->nodes[lb].rows != 0 && nd->rows != 0 && x->sec[i] != x->sec[lb]) {
+            cg_fail(x, "%s: %%%d: the loop at %%%d mixes values before and after sums over the batch", p->name, i, lb);
+            return -1;
+        }
+        if (nd->op == T_LOOP_END) lb = -1;
+    }
+
     /* workspace: one 64-byte aligned slot per live computed node */
     int64_t off = 0;
     for (int i = 0; i < nn; i++) {
@@ -922,9 +1070,13 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         int64_t bytes = nd->rows ? (int64_t)nd->rows * nd->w * x->esz : (int64_t)nd->w * x->V * x->esz;
         x->slot[i] = off;
         off += round64(bytes);
-        if (nd->op == T_LU_FWD || nd->op == T_LU_INV) {
+        if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT) {
             x->aux[i] = off;
             off += round64((int64_t)nd->w * x->esz);
+        }
+        if (t_ops[nd->op].flags & TF_RED) {   /* per-lane accumulators */
+            x->aux[i] = off;
+            off += round64((int64_t)nd->rows * nd->w * x->V * x->esz);
         }
     }
 
@@ -966,6 +1118,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     /* entry: user pointers and the base of every unbatched value */
     for (int k = 0; k < p->nargs; k++) x->argp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_args, ci64(x, k)), 8);
     for (int k = 0; k < p->nouts; k++) x->outp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, k)), 8);
+    x->gradp = p->ngrad ? load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, p->nouts)), 8) : NULL;
     for (int i = 0; i < nn; i++) {
         const tnode *nd = &p->nodes[i];
         x->ubase[i] = NULL;
@@ -990,9 +1143,12 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         }
     }
 
-    /* prologue: unbatched values, once per call */
-    for (int i = 0; i < nn && !x->failed; i++)
-        if (x->live[i]) prologue_node(x, i);
+    /* prologue: unbatched values, once per call; reduction accumulators to 0 */
+    for (int i = 0; i < nn && !x->failed; i++) {
+        if (!x->live[i]) continue;
+        if (t_ops[p->nodes[i].op].flags & TF_RED) red_zero(x, i);
+        else if (p->nodes[i].rows == 0 || x->sec[i] == SEC_PROLOGUE) unbatched_node(x, i);
+    }
 
     /* tiles of V rows */
     cgloop Lt;
@@ -1006,10 +1162,21 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         LLVMValueRef iota = lane_stride(x, 1);
         x->tmask = LLVMBuildICmp(x->b, LLVMIntULT, iota, vi, "mask");
     }
-    for (int i = 0; i < nn && !x->failed; i++)
-        if (x->live[i]) tile_node(x, i);
+    for (int i = 0; i < nn && !x->failed; i++) {
+        if (!x->live[i]) continue;
+        if (t_ops[p->nodes[i].op].flags & TF_RED) red_accumulate(x, i);
+        else tile_node(x, i);
+    }
     for (int k = 0; k < p->nouts && !x->failed; k++) store_out(x, k);
     loop_close(x, &Lt, NULL, x->V);
+
+    /* epilogue: the sums over the batch, what depends on them, gradient outputs */
+    for (int i = 0; i < nn && !x->failed; i++) {
+        if (!x->live[i] || p->nodes[i].rows == 0 || x->sec[i] != SEC_EPILOGUE) continue;
+        if (t_ops[p->nodes[i].op].flags & TF_RED) red_finish(x, i);
+        else unbatched_node(x, i);
+    }
+    if (p->ngrad && !x->failed) write_grads(x);
     LLVMBuildRetVoid(x->b);
     return x->failed ? -1 : off;
 }
@@ -1065,9 +1232,29 @@ static int check_prog(const tprog *p, const ir_graph *g, char *err, size_t errle
         snprintf(err, errlen, "%s: too many inputs or outputs", p->name);
         return -1;
     }
-    if (p->nouts < 1) {
+    if (p->nouts < 1 && p->ngrad < 1) {
         snprintf(err, errlen, "%s: program has no outputs", p->name);
         return -1;
+    }
+    if (p->ngrad > 0) {
+        if (p->nouts >= TPROG_MAX_IO) {
+            snprintf(err, errlen, "%s: no room for the gradient output after %d outputs", p->name, p->nouts);
+            return -1;
+        }
+        if (!g || p->param_total != tir_param_offsets(g, NULL)) {
+            snprintf(err, errlen, "%s: the gradient array has %lld elements, the graph's parameters %lld", p->name,
+                     (long long)p->param_total, g ? (long long)tir_param_offsets(g, NULL) : 0LL);
+            return -1;
+        }
+        for (int k = 0; k < p->ngrad; k++) {
+            int q = p->gparam[k];
+            const tnode *v = &p->nodes[p->gval[k]];
+            if (q < 0 || q >= g->np || (int64_t)v->rows * v->w != ir_param_numel(&g->params[q])) {
+                snprintf(err, errlen, "%s: gradient output %d (%%%d, [%d x %d]) does not match parameter %d", p->name, k,
+                         p->gval[k], v->rows, v->w, q);
+                return -1;
+            }
+        }
     }
     for (int i = 0; i < p->nn; i++) {
         const tnode *n = &p->nodes[i];
@@ -1186,8 +1373,6 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     x.C = m->ctx;
     x.M = m->mod;
     x.b = LLVMCreateBuilderInContext(x.C);
-    x.i1 = LLVMInt1TypeInContext(x.C);
-    x.i8 = LLVMInt8TypeInContext(x.C);
     x.i32 = LLVMInt32TypeInContext(x.C);
     x.i64 = LLVMInt64TypeInContext(x.C);
     x.f64 = LLVMDoubleTypeInContext(x.C);
@@ -1222,11 +1407,12 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         x.ubase = calloc(nn, sizeof *x.ubase);
         x.live = calloc(nn, 1);
         x.sep = calloc(nn, 1);
+        x.sec = calloc(nn, 1);
         int64_t ws = -1;
-        if (x.slot && x.aux && x.ubase && x.live && x.sep) ws = emit_prog(&x, m, m->names[i]);
+        if (x.slot && x.aux && x.ubase && x.live && x.sep && x.sec) ws = emit_prog(&x, m, m->names[i]);
         else cg_fail(&x, "out of memory");
-        free(x.slot); free(x.aux); free(x.ubase); free(x.live); free(x.sep);
-        x.slot = x.aux = NULL; x.ubase = NULL; x.live = x.sep = NULL;
+        free(x.slot); free(x.aux); free(x.ubase); free(x.live); free(x.sep); free(x.sec);
+        x.slot = x.aux = NULL; x.ubase = NULL; x.live = x.sep = NULL; x.sec = NULL;
         if (ws < 0) goto fail;
         m->ws[i] = ws;
     }
@@ -1242,6 +1428,14 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     char pipeline[32];
     snprintf(pipeline, sizeof pipeline, "default<O%d>", o->opt_level);
     pbo = LLVMCreatePassBuilderOptions();
+    if (o->opt_level == 2) {
+        /* the code is vectorized explicitly: O2 skips LLVM's vectorizers, and its unrolling,
+         * which tripled optimization time with no measurable gain (docs/codegen.md); O3
+         * keeps the whole pipeline */
+        LLVMPassBuilderOptionsSetLoopVectorization(pbo, 0);
+        LLVMPassBuilderOptionsSetSLPVectorization(pbo, 0);
+        LLVMPassBuilderOptionsSetLoopUnrolling(pbo, 0);
+    }
     LLVMErrorRef e = LLVMRunPasses(m->mod, pipeline, m->tm, pbo);
     LLVMDisposePassBuilderOptions(pbo);
     if (e) { take_error(e, "codegen: optimizer", err, errlen); goto fail; }

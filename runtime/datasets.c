@@ -67,9 +67,10 @@
  * panel is at most pi_c max(w) exp(-max(0, |x - m| - rho)^2 / (2 s^2)). Per point: the panel
  * with the smallest such distance bound is integrated first, then every panel whose bound
  * times its width could add more than 1e-17 of the running total. A panel is integrated by
- * adaptive Gauss-Kronrod (7/15 points), splitting while |K15 - G7| (an error estimate of G7,
- * far above the error of the K15 value kept) exceeds 1e-12 of the running total times the
- * piece's share of its panel. Sums are kept as (log scale, mantissa) pairs, each piece scaled
+ * adaptive Gauss-Kronrod (7/15 points), splitting while |K15 - G7| exceeds 1e-9 of the running
+ * total (or the rounding level). |K15 - G7| estimates the error of G7; the K15 value kept is
+ * far more accurate: measured against 8x finer panels and a 10^6 times tighter tolerance, the
+ * log-densities agree to 1e-12 even with a 1e-6 tolerance here. Sums are kept as (log scale, mantissa) pairs, each piece scaled
  * by its own largest term, so nothing under- or overflows at any distance. The test checks
  * the result against independent brute-force quadrature and under refinement (1e-9 relative).
  */
@@ -208,20 +209,23 @@ static const double gk_x[8] = {
     0.864864423359769072789712788640926, 0.741531185599394439863864773280788,
     0.586087235467691130294144845693013, 0.405845151377397166906606412076961,
     0.207784955007898467600689403773245, 0.0 };
-static const double gk_wk[8] = {
+/* node j = 0..14 at abscissa xi_j in [-1, 1] (xi_j = -xi_{14-j}), its Kronrod weight and its
+ * Gauss weight (0 for the Kronrod-only nodes, the even j) */
+static double gk_xi(int j) { return j < 7 ? -gk_x[j] : j == 7 ? 0.0 : gk_x[14 - j]; }
+static const double gk_kw[15] = {
     0.022935322010529224963732008058970, 0.063092092629978553290700663189204,
     0.104790010322250183839876322541518, 0.140653259715525918745189590510238,
     0.169004726639267902826583426598550, 0.190350578064785409913256402421014,
-    0.204432940075298892414161999234649, 0.209482141084727828012999174891714 };
-static const double gk_wg[4] = {
-    0.129484966168869693270611432679082, 0.279705391489276667901467771423780,
-    0.381830050505118944950369775488975, 0.417959183673469387755102040816327 };
-
-/* node j = 0..14 at abscissa xi_j in [-1, 1], Kronrod weight, Gauss weight (0 for the
- * Kronrod-only nodes) */
-static double gk_xi(int j) { return j < 7 ? -gk_x[j] : j == 7 ? 0.0 : gk_x[14 - j]; }
-static double gk_kw(int j) { return gk_wk[j < 7 ? j : 14 - j]; }
-static double gk_gw(int j) { return (j & 1) ? gk_wg[(j < 7 ? j : 14 - j) / 2] : 0.0; }
+    0.204432940075298892414161999234649, 0.209482141084727828012999174891714,
+    0.204432940075298892414161999234649, 0.190350578064785409913256402421014,
+    0.169004726639267902826583426598550, 0.140653259715525918745189590510238,
+    0.104790010322250183839876322541518, 0.063092092629978553290700663189204,
+    0.022935322010529224963732008058970 };
+static const double gk_gw[15] = {
+    0, 0.129484966168869693270611432679082, 0, 0.279705391489276667901467771423780,
+    0, 0.381830050505118944950369775488975, 0, 0.417959183673469387755102040816327,
+    0, 0.381830050505118944950369775488975, 0, 0.279705391489276667901467771423780,
+    0, 0.129484966168869693270611432679082, 0 };
 
 /* ---- the curve-set integrator ---- */
 
@@ -241,6 +245,7 @@ typedef struct {
     double          eps;    /* tolerance on |K15 - G7|, relative to the total */
     ds_panel       *p;
     int             np;
+    double         *mr;     /* per panel: mx, my, rho (copied, compact for the scan) */
     double         *lb;     /* scratch: per-panel distance lower bound */
 } ds_cset;
 
@@ -273,7 +278,7 @@ static int cset_init(ds_cset *cs, const ds_curve *curves, int nc, int refine, ch
     cs->curves = curves;
     cs->ncurves = nc;
     cs->sigma = CURVE_SIGMA;
-    cs->eps = 1e-12 * pow(1e-2, refine);
+    cs->eps = 1e-9 * pow(1e-2, refine);
     double h = 2.0 * CURVE_SIGMA / (double)(1 << refine);   /* target arc length of a panel */
     int counts[8], total = 0;
     for (int c = 0; c < nc; c++) {
@@ -284,9 +289,11 @@ static int cset_init(ds_cset *cs, const ds_curve *curves, int nc, int refine, ch
     }
     cs->p = malloc(sizeof(ds_panel) * (size_t)total);
     cs->lb = malloc(sizeof(double) * (size_t)total);
-    if (!cs->p || !cs->lb) {
+    cs->mr = malloc(sizeof(double) * 3 * (size_t)total);
+    if (!cs->p || !cs->lb || !cs->mr) {
         free(cs->p);
         free(cs->lb);
+        free(cs->mr);
         ds_err(err, errlen, "out of memory");
         return -1;
     }
@@ -320,6 +327,9 @@ static int cset_init(ds_cset *cs, const ds_curve *curves, int nc, int refine, ch
             double wmax = cv->spiral ? curve_w(cv, b) : curve_w(cv, a);
             p->logbound = log(cv->weight * wmax * (b - a));
             panel_nodes(cv, a, b, p->px, p->py, p->pw);
+            cs->mr[3 * k] = p->mx;
+            cs->mr[3 * k + 1] = p->my;
+            cs->mr[3 * k + 2] = p->rho;
             a = b;
         }
     }
@@ -329,33 +339,39 @@ static int cset_init(ds_cset *cs, const ds_curve *curves, int nc, int refine, ch
 
 static void cset_free(ds_cset *cs) {
     free(cs->p);
+    free(cs->mr);
     free(cs->lb);
 }
 
-/* Integrate piece [a, b] of panel pn (frac: its share of the panel's width) into acc;
- * px/py/pw: the K15 nodes of the piece. logref: log of the reference total, if larger than
- * acc's current value. */
+/* Integrate piece [a, b] of panel pn into acc; px/py/pw: the K15 nodes of the piece. logref:
+ * log of a reference total, used when larger than acc's current value. *budget: pieces left
+ * (a guard; never reached in practice). */
 static void integrate_piece(const ds_cset *cs, const ds_panel *pn, double a, double b, const double *px,
-                            const double *py, const double *pw, double x, double y, double frac, int depth,
-                            double logref, ds_lsum *acc) {
-    double e[15], m = -INFINITY, inv2s2 = 0.5 / (cs->sigma * cs->sigma);
+                            const double *py, const double *pw, double x, double y, int depth, double logref,
+                            int *budget, ds_lsum *acc) {
+    double e[15], m = -INFINITY, emax = 0, inv2s2 = 0.5 / (cs->sigma * cs->sigma);
     for (int j = 0; j < 15; j++) {
         double dx = x - px[j], dy = y - py[j];
         e[j] = -(dx * dx + dy * dy) * inv2s2;
         if (e[j] > m) m = e[j];
+        if (-e[j] > emax) emax = -e[j];
     }
     double K = 0, G = 0;
     for (int j = 0; j < 15; j++) {
         double v = pw[j] * exp(e[j] - m);
-        K += gk_kw(j) * v;
-        G += gk_gw(j) * v;
+        K += gk_kw[j] * v;
+        G += gk_gw[j] * v;
     }
+    --*budget;
     double diff = fabs(K - G);
-    double ref = lsum_log(acc);
-    if (logref > ref) ref = logref;
-    /* accept when the error estimate is below eps * total * frac, or at rounding level */
-    int ok = depth >= 40 || diff <= 64 * DBL_EPSILON * K || !(K > 0) ||
-             log(diff) + m <= log(cs->eps * frac) + ref;
+    /* the reference total relative to exp(m) */
+    double ref = acc->S > 0 ? acc->S * exp(acc->M - m) : 0, r2 = exp(logref - m);
+    if (r2 > ref) ref = r2;
+    /* Accept when the error estimate of G7 (the K15 value kept is far more accurate) is below
+     * eps * total, or at the level of rounding: exp(e) carries a relative error of about
+     * |e| * DBL_EPSILON from the rounding of e itself. */
+    int ok = depth >= 40 || *budget <= 0 || !(K > 0) || diff <= (64.0 + 4.0 * emax) * DBL_EPSILON * K ||
+             diff <= cs->eps * ref;
     if (ok) {
         lsum_add(acc, m, K);
         return;
@@ -364,33 +380,36 @@ static void integrate_piece(const ds_cset *cs, const ds_panel *pn, double a, dou
     double mid = 0.5 * (a + b);
     double qx[15], qy[15], qw[15];
     panel_nodes(cv, a, mid, qx, qy, qw);
-    integrate_piece(cs, pn, a, mid, qx, qy, qw, x, y, 0.5 * frac, depth + 1, logref, acc);
+    integrate_piece(cs, pn, a, mid, qx, qy, qw, x, y, depth + 1, logref, budget, acc);
     panel_nodes(cv, mid, b, qx, qy, qw);
-    integrate_piece(cs, pn, mid, b, qx, qy, qw, x, y, 0.5 * frac, depth + 1, logref, acc);
+    integrate_piece(cs, pn, mid, b, qx, qy, qw, x, y, depth + 1, logref, budget, acc);
 }
 
 static double cset_logp(const ds_cset *cs, double x, double y) {
     double inv2s2 = 0.5 / (cs->sigma * cs->sigma);
     int best = 0;
+    double *lb = cs->lb, lbest = INFINITY;
+    const double *mr = cs->mr;
     for (int k = 0; k < cs->np; k++) {
-        const ds_panel *p = &cs->p[k];
-        double d = hypot(x - p->mx, y - p->my) - p->rho;
-        cs->lb[k] = d > 0 ? d : 0;
-        if (cs->lb[k] < cs->lb[best]) best = k;
+        double dx = x - mr[3 * k], dy = y - mr[3 * k + 1], d = sqrt(dx * dx + dy * dy) - mr[3 * k + 2];
+        lb[k] = d > 0 ? d : 0;
+        if (lb[k] < lbest) { lbest = lb[k]; best = k; }
     }
     ds_lsum acc = { -INFINITY, 0 };
     /* the most promising panel first; its one-piece estimate is the first reference */
     const ds_panel *pb = &cs->p[best];
     ds_lsum first = { -INFINITY, 0 };
-    integrate_piece(cs, pb, pb->a, pb->b, pb->px, pb->py, pb->pw, x, y, 1.0, 40, -INFINITY, &first);
-    integrate_piece(cs, pb, pb->a, pb->b, pb->px, pb->py, pb->pw, x, y, 1.0, 0, lsum_log(&first), &acc);
+    int budget = 100000;
+    integrate_piece(cs, pb, pb->a, pb->b, pb->px, pb->py, pb->pw, x, y, 40, -INFINITY, &budget, &first);
+    integrate_piece(cs, pb, pb->a, pb->b, pb->px, pb->py, pb->pw, x, y, 0, lsum_log(&first), &budget, &acc);
     const double log_skip = log(1e-17);
+    double total = lsum_log(&acc);
     for (int k = 0; k < cs->np; k++) {
         if (k == best) continue;
         const ds_panel *p = &cs->p[k];
-        double total = lsum_log(&acc);
         if (p->logbound - cs->lb[k] * cs->lb[k] * inv2s2 < log_skip + total) continue;
-        integrate_piece(cs, p, p->a, p->b, p->px, p->py, p->pw, x, y, 1.0, 0, -INFINITY, &acc);
+        integrate_piece(cs, p, p->a, p->b, p->px, p->py, p->pw, x, y, 0, -INFINITY, &budget, &acc);
+        total = lsum_log(&acc);
     }
     return lsum_log(&acc) - log(2.0 * DS_PI * cs->sigma * cs->sigma);
 }

@@ -24,10 +24,24 @@
 #include <unistd.h>
 
 #include "cg.h"
+#include "derive.h"
+#include "front.h"
+#include "grad.h"
+#include "init.h"
+#include "interp.h"
 #include "jit.h"
 
 static nfc_jit *J;
 static int uniq;
+
+/* The ASan build checks the memory safety of cg.c and jit.c, whose work does not depend on
+ * the optimization level; LLVM's own optimizer is much slower there (its allocations go
+ * through ASan), so that build compiles at O0 wherever a test doesn't choose a level. */
+#if defined(__SANITIZE_ADDRESS__)
+enum { TEST_OPT = 0 };
+#else
+enum { TEST_OPT = 2 };
+#endif
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -101,6 +115,7 @@ static double ref_un(int op, double x, double a) {
     case T_SQUARE: return x * x;
     case T_ABS: return fabs(x);
     case T_STEP: return x > 0;
+    case T_NONZERO: return x != 0;
     }
     return NAN;
 }
@@ -206,6 +221,59 @@ static void ref_eval(const tprog *p, const int64_t *poff, int64_t n, int64_t row
             for (int64_t r = 0; r < n; r++)
                 for (int j = 0; j < w; j++) o[r * w + j] = ref_rand(t->op, seed, t->iattr[0], row0 + r, w, j);
             break;
+        case T_BATCHSUM:
+            for (int j = 0; j < w; j++) {
+                o[j] = 0;
+                for (int64_t r = 0; r < n; r++) o[j] += A[r * a->w + j];
+            }
+            break;
+        case T_MATMUL_TN: {
+            const tnode *b = &p->nodes[t->in[1]];
+            for (int i2 = 0; i2 < R; i2++)
+                for (int j = 0; j < w; j++) {
+                    double acc = 0;
+                    for (int64_t r = 0; r < n; r++) acc += A[r * a->w + i2] * v[t->in[1]][r * b->w + j];
+                    o[i2 * w + j] = acc;
+                }
+            break;
+        }
+        case T_MATMUL_NT: {
+            const tnode *W = &p->nodes[t->in[1]];
+            for (int64_t r = 0; r < n; r++)
+                for (int i2 = 0; i2 < w; i2++) {
+                    double acc = 0;
+                    for (int j = 0; j < a->w; j++) acc += A[r * a->w + j] * rat(W, v[t->in[1]], i2, j);
+                    o[r * w + i2] = acc;
+                }
+            break;
+        }
+        case T_SCATTER:
+            memset(o, 0, sizeof(double) * (size_t)(n * w));
+            for (int64_t r = 0; r < n; r++)
+                for (int j = 0; j < a->w; j++) o[r * w + p->ints[t->aux + j]] += A[r * a->w + j];
+            break;
+        case T_DIAGEMBED:
+            for (int i2 = 0; i2 < w; i2++)
+                for (int j = 0; j < w; j++) o[i2 * w + j] = i2 == j ? rat(a, A, 0, j) : 0;
+            break;
+        case T_LU_U:
+        case T_LU_LT:
+        case T_LU_UT: {   /* with explicit L and U */
+            const double *M = v[t->in[1]];
+            int D = w;
+            for (int64_t r = 0; r < n; r++)
+                for (int k = 0; k < D; k++) {
+                    double acc = 0;
+                    for (int j = 0; j < D; j++) {
+                        double U = j == k ? exp(M[k * D + k]) : j > k ? M[k * D + j] : 0;       /* U[k][j] */
+                        double Lt = j == k ? 1 : j > k ? M[j * D + k] : 0;                       /* L[j][k] */
+                        double Ut = j == k ? exp(M[k * D + k]) : j < k ? M[j * D + k] : 0;      /* U[j][k] */
+                        acc += (t->op == T_LU_U ? U : t->op == T_LU_LT ? Lt : Ut) * A[r * D + j];
+                    }
+                    o[r * D + k] = acc;
+                }
+            break;
+        }
         case T_LOOP_BEGIN:
             if (trip == 0) memcpy(o, A, sizeof(double) * (size_t)(R * w));
             break;
@@ -231,6 +299,13 @@ static void ref_eval(const tprog *p, const int64_t *poff, int64_t n, int64_t row
     }
     for (int k = 0; k < p->nouts; k++)
         memcpy(outs[k], v[p->outs[k]], sizeof(double) * (size_t)(n * p->nodes[p->outs[k]].w));
+    if (p->ngrad) {
+        memset(outs[p->nouts], 0, sizeof(double) * (size_t)p->param_total);
+        for (int k = 0; k < p->ngrad; k++) {
+            const tnode *t = &p->nodes[p->gval[k]];
+            for (int e = 0; e < t->rows * t->w; e++) outs[p->nouts][poff[p->gparam[k]] + e] += v[p->gval[k]][e];
+        }
+    }
     for (int i = 0; i < p->nn; i++) free(v[i]);
     free(v);
 }
@@ -276,6 +351,7 @@ static int compile(const tprog *p, const ir_graph *g, int dtype, int V, int slee
     o.dtype = dtype;
     o.vector_width = V;
     o.use_sleef = sleef;
+    o.opt_level = TEST_OPT;
     return compile_opts(p, g, &o, k, NULL);
 }
 
@@ -283,8 +359,8 @@ static int compile(const tprog *p, const ir_graph *g, int dtype, int V, int slee
 static void krun(const kern *k, const tprog *p, int64_t nparams, int64_t n, int64_t row0, int64_t seed, double *const *args,
                  const double *scalars, const double *params, double **outs) {
     size_t es = k->dtype == DT_F64 ? 8 : 4;
-    void *a[TPROG_MAX_IO] = { 0 }, *o[TPROG_MAX_IO] = { 0 };
-    size_t ab[TPROG_MAX_IO], ob[TPROG_MAX_IO];
+    void *a[TPROG_MAX_IO] = { 0 }, *o[TPROG_MAX_IO + 1] = { 0 };
+    size_t ab[TPROG_MAX_IO], ob[TPROG_MAX_IO + 1];
     for (int i = 0; i < p->nargs; i++) {
         size_t cnt = (size_t)(n * p->arg_w[i]);
         ab[i] = cnt * es;
@@ -294,8 +370,9 @@ static void krun(const kern *k, const tprog *p, int64_t nparams, int64_t n, int6
             else ((float *)a[i])[e] = (float)args[i][e];
         }
     }
-    for (int i = 0; i < p->nouts; i++) {
-        ob[i] = (size_t)(n * p->nodes[p->outs[i]].w) * es;
+    int no = p->nouts + (p->ngrad ? 1 : 0);
+    for (int i = 0; i < no; i++) {
+        ob[i] = (size_t)(i < p->nouts ? n * p->nodes[p->outs[i]].w : p->param_total) * es;
         o[i] = galloc(ob[i]);
     }
     size_t pb = (size_t)(nparams > 0 ? nparams : 1) * es;
@@ -309,7 +386,7 @@ static void krun(const kern *k, const tprog *p, int64_t nparams, int64_t n, int6
     memset(ws, 0xff, wsb);   /* NaN everywhere: the code must not read what it did not write */
     k->f(n, row0, seed, (const void *const *)a, scalars, o, pr, ws);
     free(ws);
-    for (int i = 0; i < p->nouts; i++) {
+    for (int i = 0; i < no; i++) {
         size_t cnt = ob[i] / es;
         for (size_t e = 0; e < cnt; e++) outs[i][e] = es == 8 ? ((double *)o[i])[e] : ((float *)o[i])[e];
         gfree(o[i], ob[i]);
@@ -352,7 +429,8 @@ static void check_prog(const char *what, const tprog *p, const ir_graph *g, cons
                 for (int ni = 0; ni < 6; ni++) {
                     int64_t n = ns[ni];
                     if (n < 1) continue;
-                    double *args[TPROG_MAX_IO], *outs[TPROG_MAX_IO], *ref[TPROG_MAX_IO];
+                    double *args[TPROG_MAX_IO], *outs[TPROG_MAX_IO + 1], *ref[TPROG_MAX_IO + 1];
+                    int no = p->nouts + (p->ngrad ? 1 : 0);
                     double *params = malloc(sizeof(double) * (size_t)(np + 1));
                     for (int64_t e = 0; e < np; e++) {
                         double v = s->params ? s->params[e] : uniform(s->plo, s->phi);
@@ -365,16 +443,17 @@ static void check_prog(const char *what, const tprog *p, const ir_graph *g, cons
                             args[a][e] = dt == DT_F32 ? (double)(float)v : v;
                         }
                     }
-                    for (int o = 0; o < p->nouts; o++) {
-                        size_t cnt = (size_t)(n * p->nodes[p->outs[o]].w);
+                    for (int o = 0; o < no; o++) {
+                        size_t cnt = (size_t)(o < p->nouts ? n * p->nodes[p->outs[o]].w : p->param_total);
                         outs[o] = malloc(sizeof(double) * cnt);
                         ref[o] = malloc(sizeof(double) * cnt);
                     }
                     ref_eval(p, poff, n, 0, 42, args, s->scalars, params, ref);
                     krun(&k, p, np, n, 0, 42, args, s->scalars, params, outs);
-                    for (int o = 0; o < p->nouts; o++) {
-                        int w = p->nodes[p->outs[o]].w, bad = 0;
-                        for (int64_t e = 0; e < n * w && bad < 3; e++)
+                    for (int o = 0; o < no; o++) {
+                        int w = o < p->nouts ? p->nodes[p->outs[o]].w : 1, bad = 0;
+                        int64_t cnt = o < p->nouts ? n * w : p->param_total;
+                        for (int64_t e = 0; e < cnt && bad < 3; e++)
                             if (!close_enough(outs[o][e], ref[o][e], tol)) {
                                 bad++;
                                 CHECK(0, "%s %s V=%d sleef=%d n=%lld out %d row %lld col %lld: %.17g vs %.17g", what,
@@ -414,7 +493,7 @@ static tref concat_all(tprog *p, const tref *v, int n) {
 /* ------------------------------------------------------------------ tests */
 
 static const t_op unary_ops[] = { T_NEG, T_EXP, T_EXPM1, T_TANH, T_SIGMOID, T_LOGSIGMOID, T_SOFTPLUS, T_RELU,
-                                  T_ELU, T_GELU, T_SQUARE, T_ABS, T_STEP };
+                                  T_ELU, T_GELU, T_SQUARE, T_ABS, T_STEP, T_NONZERO };
 
 TEST(unary_ops_all) {
     arena ar;
@@ -591,7 +670,9 @@ TEST(gather_concat_rowsum) {
 }
 
 TEST(lu_forward_inverse) {
-    for (int D = 1; D <= 9; D += 4) {
+    static const int Ds[4] = { 1, 3, 5, 9 };   /* 1 and 3: straight-line code; 5, 9: loops */
+    for (int di = 0; di < 4; di++) {
+        int D = Ds[di];
         arena ar;
         arena_init(&ar);
         int rows[1] = { D }, w[1] = { D };
@@ -689,6 +770,150 @@ TEST(loops) {
     t_output(r, re2);
     check_prog("loop3", r, NULL, &s2);
     arena_free(&ar);
+}
+
+/* the ops of gradient programs: transposed products, scatter, the LU pieces, sums over the
+ * batch (accumulated across tiles), what is computed from those sums after the last tile,
+ * and gradient outputs (outs[nouts], laid out like params, accumulated per parameter) */
+TEST(gradient_ops) {
+    arena ar;
+    arena_init(&ar);
+    int rows[4] = { 5, 0, 4, 3 }, w[4] = { 3, 4, 4, 4 };
+    ir_graph *g = fake_graph(&ar, 4, rows, w);   /* W [5,3], v [4], lu [4,4], m [3,4] */
+    tprog *p = tprog_new(&ar, "grads");
+    tref x = t_arg(p, 0, 3), y = t_arg(p, 1, 4), z = t_arg(p, 2, 5);
+    tref W = t_param(p, g, 0), v = t_param(p, g, 1), lu = t_param(p, g, 2);
+    tref nt = t_matmul_nt(p, x, W);                       /* [n, 5] */
+    int32_t sidx[5] = { 2, 0, 2, 6, 1 };                  /* with a repeated index */
+    tref parts[6] = { nt, t_lu(p, T_LU_U, y, lu), t_lu(p, T_LU_LT, y, lu), t_lu(p, T_LU_UT, y, lu),
+                      t_scatter(p, z, sidx, 5, 7), t_un(p, T_NONZERO, t_un(p, T_RELU, y)) };
+    t_output(p, t_concat(p, parts, 6));
+    tref bs = t_batchsum(p, y);                           /* [1, 4] */
+    tref tn = t_matmul_tn(p, x, y);                       /* [3, 4] */
+    tref e1 = t_bin(p, T_MUL, t_un(p, T_TANH, t_bin(p, T_MUL, bs, t_const(p, 0.1))), v);   /* epilogue */
+    tref d1 = t_diagembed(p, e1), d2 = t_diagembed(p, v);                                   /* epilogue, prologue */
+    t_output(p, t_rowsum(p, y));
+    t_grad_output(p, 1, e1);
+    t_grad_output(p, 2, t_bin(p, T_ADD, d1, d2));
+    t_grad_output(p, 3, tn);
+    t_grad_output(p, 3, t_bin(p, T_MUL, tn, t_rowsum(p, t_batchsum(p, z))));   /* the same parameter again */
+    p->param_total = tir_param_offsets(g, NULL);
+    spec s = { .alo = -1, .ahi = 1, .plo = -0.5, .phi = 0.5, .tol32 = 2e-5, .tol64 = 1e-12 };
+    check_prog("grads", p, g, &s);
+
+    /* gradient outputs only; a batchsum of a wide value */
+    tprog *q = tprog_new(&ar, "gonly");
+    tref qx = t_arg(q, 0, 3);
+    t_grad_output(q, 0, t_matmul_tn(q, t_un(q, T_EXP, qx), t_matmul_nt(q, qx, t_param(q, g, 0))));
+    t_grad_output(q, 1, t_batchsum(q, t_un(q, T_SQUARE, t_matmul(q, qx, t_param(q, g, 3)))));
+    q->param_total = tir_param_offsets(g, NULL);
+    check_prog("gonly", q, g, &s);
+    arena_free(&ar);
+}
+
+/* every program derived from the examples (forward, inverse, log_prob, sample, loss_grad)
+ * gives the interpreter's results */
+TEST(jit_equals_interpreter) {
+    static const char *const files[] = { "examples/moons.flow", "examples/cmoons.flow", "examples/maf.flow",
+                                         "examples/glow_dense.flow", "examples/custom.flow" };
+    for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
+        arena ar;
+        arena_init(&ar);
+        diag_ctx dc;
+        diag_init(&dc, &ar);
+        sema_result res;
+        memset(&res, 0, sizeof res);
+        if (front_compile_file(&dc, files[fi], &res, NULL) || res.nflows < 1) {
+            CHECK(0, "%s does not compile", files[fi]);
+            arena_free(&ar);
+            continue;
+        }
+        ir_graph *g = res.flows[0];
+        derived dv;
+        tprog *gp = NULL;
+        char err[1024] = "";
+        if (derive_all(g, &ar, &dv, err, sizeof err) || grad_build(g, &ar, &gp, err, sizeof err)) {
+            CHECK(0, "%s: %s", files[fi], err);
+            arena_free(&ar);
+            continue;
+        }
+        const tprog *progs[PROG_COUNT + 1];
+        for (int k = 0; k < PROG_COUNT; k++) progs[k] = dv.p[k];
+        progs[PROG_COUNT] = gp;
+        int64_t np = tir_param_offsets(g, NULL), *poff = calloc((size_t)g->np + 1, sizeof *poff);
+        tir_param_offsets(g, poff);
+        double *params = malloc(sizeof(double) * (size_t)(np + 1));
+        init_params(g, params, 7, 0.5);
+        /* two configurations (compiling these programs takes seconds): f64 with the native
+         * width at O2 for every example, f32 scalar at O0 for the two small ones */
+        for (int cfg = 0; cfg < (strstr(files[fi], "moons.flow") == files[fi] + 9 || strstr(files[fi], "custom") ? 2 : 1); cfg++) {
+                int dt = cfg == 0 ? DT_F64 : DT_F32;
+                cg_options o;
+                cg_default_options(&o);
+                o.dtype = dt;
+                o.vector_width = cfg == 0 ? 0 : 1;
+                o.opt_level = cfg == 0 ? TEST_OPT : 0;
+                cg_module *m = NULL;
+                char prefix[32];
+                snprintf(prefix, sizeof prefix, "ex%d", uniq++);
+                int rc = cg_build(progs, PROG_COUNT + 1, g, prefix, &o, &m, err, sizeof err);
+                CHECK(rc == 0, "%s: %s", files[fi], err);
+                if (rc) continue;
+                kern k[PROG_COUNT + 1];
+                char names[PROG_COUNT + 1][96];
+                for (int q = 0; q <= PROG_COUNT; q++) {
+                    k[q].ws = cg_workspace_bytes(m, q);
+                    k[q].V = cg_vector_width(m);
+                    k[q].dtype = dt;
+                    snprintf(names[q], sizeof names[q], "%s", cg_function_name(m, q));
+                }
+                if (jit_add(J, m, err, sizeof err)) { CHECK(0, "%s", err); continue; }
+                for (int q = 0; q <= PROG_COUNT; q++) {
+                    const tprog *p = progs[q];
+                    k[q].f = (kern_fn)jit_lookup(J, names[q], err, sizeof err);
+                    CHECK(k[q].f != NULL, "%s", err);
+                    if (!k[q].f) continue;
+                    int64_t n = 3 * k[q].V + 5;
+                    double *args[TPROG_MAX_IO], *outs[TPROG_MAX_IO + 1], *ref[TPROG_MAX_IO + 1];
+                    double scalars[4] = { 0.8, 0.8, 0.8, 0.8 };
+                    for (int a = 0; a < p->nargs; a++) {
+                        args[a] = malloc(sizeof(double) * (size_t)(n * p->arg_w[a]));
+                        for (int64_t e = 0; e < n * p->arg_w[a]; e++) {
+                            double u = uniform(-1.5, 1.5);
+                            args[a][e] = dt == DT_F32 ? (double)(float)u : u;
+                        }
+                    }
+                    double *pr = malloc(sizeof(double) * (size_t)(np + 1));
+                    for (int64_t e = 0; e < np; e++) pr[e] = dt == DT_F32 ? (double)(float)params[e] : params[e];
+                    int no = p->nouts + (p->ngrad ? 1 : 0);
+                    for (int o2 = 0; o2 < no; o2++) {
+                        size_t cnt = (size_t)(o2 < p->nouts ? n * p->nodes[p->outs[o2]].w : p->param_total);
+                        outs[o2] = malloc(sizeof(double) * cnt);
+                        ref[o2] = malloc(sizeof(double) * cnt);
+                    }
+                    rc = interp_run(p, n, 11, 99, (const double *const *)args, scalars, ref, pr, poff, err, sizeof err);
+                    CHECK(rc == 0, "interp %s: %s", p->name, err);
+                    krun(&k[q], p, np, n, 11, 99, args, scalars, pr, outs);
+                    double tol = dt == DT_F32 ? 1e-4 : 1e-10;
+                    for (int o2 = 0; o2 < no && rc == 0; o2++) {
+                        int64_t cnt = o2 < p->nouts ? n * p->nodes[p->outs[o2]].w : p->param_total;
+                        int bad = 0;
+                        for (int64_t e = 0; e < cnt && bad < 3; e++)
+                            if (!close_enough(outs[o2][e], ref[o2][e], tol)) {
+                                bad++;
+                                CHECK(0, "%s %s %s V=%d out %d elem %lld: %.17g vs interp %.17g", files[fi], p->name,
+                                      dt == DT_F32 ? "f32" : "f64", k[q].V, o2, (long long)e, outs[o2][e], ref[o2][e]);
+                            }
+                    }
+                    for (int o2 = 0; o2 < no; o2++) { free(outs[o2]); free(ref[o2]); }
+                    for (int a = 0; a < p->nargs; a++) free(args[a]);
+                    free(pr);
+                }
+            }
+        free(params);
+        free(poff);
+        arena_free(&ar);
+    }
 }
 
 static void rand_prog(arena *ar, tprog **out) {
@@ -932,6 +1157,13 @@ TEST(errors_are_messages) {
     err[0] = 0;
     CHECK(cg_build((const tprog *const *)&ok, 1, NULL, "b", &o, &m, err, sizeof err) == -1 && strstr(err, "pentium9000"), "%s", err);
 #endif
+    /* a batched value that needs the sum over the whole batch */
+    tprog *red = tprog_new(&ar, "red");
+    tref ry = t_arg(red, 0, 2);
+    t_output(red, t_bin(red, T_SUB, ry, t_batchsum(red, ry)));
+    err[0] = 0;
+    CHECK(cg_build((const tprog *const *)&red, 1, NULL, "b", NULL, &m, err, sizeof err) == -1 && strstr(err, "sum over the batch"),
+          "%s", err);
     /* two programs with the same name */
     const tprog *two[2] = { ok, ok };
     err[0] = 0;
@@ -1081,6 +1313,8 @@ int main(void) {
     RUN(errors_are_messages);
     RUN(opt_levels);
     RUN(big_program);
+    RUN(gradient_ops);
+    RUN(jit_equals_interpreter);
     jit_free(J);
     return t_done();
 }
