@@ -8,6 +8,7 @@
 #include "../../compiler/front.h"
 #include "run_cmds.h"
 #include "train_cmd.h"
+#include "data_cmd.h"
 
 #ifndef NFC_VERSION
 #define NFC_VERSION "0.1.0"
@@ -30,6 +31,7 @@ static const char usage_text[] =
     "  sample MODEL -n N -o X [--seed S] [--temperature T]\n"
     "  MODEL --emit=llvm|asm|obj -o FILE          write the compiled code\n"
     NFC_TRAIN_USAGE
+    NFC_DATA_USAGE
     "\n"
     "options of the commands that run a model:\n"
     "  --weights W.safetensors  parameters (default: the initializer, see --init-seed)\n"
@@ -198,7 +200,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[i];
-    static const char *const cmds[] = { "check", "forward", "inverse", "logprob", "eval", "sample", "train" };
+    static const char *const cmds[] = { "check", "forward", "inverse", "logprob", "eval", "sample", "train", "data" };
+    if (!strcmp(cmd, "data")) return cmd_data(argc - i - 1, argv + i + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - i - 1, argv + i + 1, use_color());
     if (!strcmp(cmd, "check")) return cmd_check(argc - i - 1, argv + i + 1);
     for (int k = 1; k < 6; k++)
@@ -206,7 +209,7 @@ int main(int argc, char **argv) {
     size_t cl = strlen(cmd);
     if (cl > 5 && !strcmp(cmd + cl - 5, ".flow")) return cmd_emit(argc - i, argv + i, use_color());
     if (cmd[0] == '-') return usage_error("unknown option '%s'", cmd);
-    const char *sug = closest_word(cmd, cmds, 7);
+    const char *sug = closest_word(cmd, cmds, 8);
     if (sug) {
         fprintf(stderr, "nfc: error: unknown command '%s'; did you mean '%s'?\n", cmd, sug);
         fprintf(stderr, "Try 'nfc --help' for more information.\n");
