@@ -27,7 +27,8 @@
  *   logistic: log(u1) - log1p(-u1)
  * where mix64 is the splitmix64 finalizer (z ^= z >> 30; z *= 0xbf58476d1ce4e5b9;
  * z ^= z >> 27; z *= 0x94d049bb133111eb; z ^= z >> 31) and salt = iattr[0] (distinct per node).
- * The uniforms are computed in f64 and then rounded to the program's dtype.
+ * The whole value (uniforms and transform) is computed in f64 and rounded once to the
+ * program's dtype, so an f32 program never sees log(0) from a uniform rounded to 1.
  *
  * Kernel ABI, shared by every backend (JIT, AOT, the interpreter's wrapper), T = float or double:
  *   void prog(int64_t n, int64_t row0, int64_t seed, const T *const *args, const double *scalars,
