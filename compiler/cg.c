@@ -1213,6 +1213,12 @@ void cg_release_llvm(cg_module *m, void **tsc, void **mod) {
     cg_free(m);
 }
 
+void cg_llvm_handles(cg_module *m, void **ctx, void **mod) {
+    *ctx = m->ctx;
+    *mod = m->mod;
+}
+void *cg_target_machine(cg_module *m) { return m->tm; }
+
 int64_t cg_workspace_bytes(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->ws[i] : -1; }
 int cg_vector_width(const cg_module *m) { return m->V; }
 const char *cg_triple(const cg_module *m) { return m->triple; }

@@ -71,5 +71,9 @@ void cg_llvm_init(void);
  * LLVMModuleRef, as void * so that this header needs no LLVM headers) and frees the rest of
  * m. The caller owns both afterwards. */
 void cg_release_llvm(cg_module *m, void **tsc, void **mod);
+/* ---- for aot.c only ---- */
+/* The module's LLVMContextRef and LLVMModuleRef (still owned by m), and its target machine. */
+void cg_llvm_handles(cg_module *m, void **ctx, void **mod);
+void *cg_target_machine(cg_module *m);
 
 #endif

@@ -5,11 +5,17 @@
  * memory stays bounded whatever n is. Every failure leaves a message in nfc_last_error(). */
 #include "nfc.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "aot.h"
 #include "cg.h"
 #include "derive.h"
 #include "front.h"
@@ -467,23 +473,173 @@ int nfc_sample(nfc_model *m, int64_t n, uint64_t seed, double temperature, const
     return run(m, PROG_SAMPLE, n, (int64_t)seed, ctx, NULL, temperature, x, lp);
 }
 
-int nfc_emit(nfc_model *m, const char *path, int kind) {
+/* ---- ahead-of-time builds ---- */
+void nfc_aot_options_default(nfc_aot_options *o) {
+    memset(o, 0, sizeof *o);
+    o->kind = NFC_EMIT_SO;
+    o->embed_weights = 1;
+}
+
+static int is_ident(const char *s) {
+    if (!s || !*s || (!isalpha((unsigned char)*s) && *s != '_')) return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_') return 0;
+    return 1;
+}
+
+/* a temporary name beside path: PATH.tmp.PID */
+static void tmp_name(char *buf, size_t len, const char *path, const char *ext) {
+    snprintf(buf, len, "%s.tmp.%ld%s", path, (long)getpid(), ext);
+}
+
+/* Runs argv (PATH lookup), its stderr and stdout captured into out. Returns the exit status,
+ * or -1 if it could not be started. */
+static int run_tool(char *const argv[], char *out, size_t outlen) {
+    int fd[2];
+    out[0] = 0;
+    if (pipe(fd)) return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 2);
+    posix_spawn_file_actions_addclose(&fa, fd[0]);
+    pid_t pid;
+    extern char **environ;
+    int e = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    size_t at = 0;
+    char buf[512];
+    ssize_t r;
+    while ((r = read(fd[0], buf, sizeof buf)) > 0 || (r < 0 && errno == EINTR)) {
+        if (r < 0) continue;
+        for (ssize_t i = 0; i < r && at + 1 < outlen; i++) out[at++] = buf[i];
+    }
+    out[at] = 0;
+    close(fd[0]);
+    if (e) return -1;
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static int write_header(nfc_model *m, const char *path, const aot_spec *s, const cg_module *cm, int64_t ws,
+                        const char *src, int sleef) {
+    char tmp[4096];
+    tmp_name(tmp, sizeof tmp, path, "");
+    FILE *f = fopen(tmp, "w");
+    if (!f) return fail(m, "%s: cannot write: %s", path, strerror(errno));
+    aot_header(f, s, src, ws, cg_vector_width(cm), cg_triple(cm), cg_cpu(cm), sleef);
+    int bad = ferror(f);
+    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        int e = errno;
+        remove(tmp);
+        return fail(m, "%s: cannot write: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
+    nfc_aot_options defaults;
+    if (!opt) { nfc_aot_options_default(&defaults); opt = &defaults; }
+    if (!path && opt->kind != NFC_EMIT_HEADER) return fail(m, "no output path");
+    const char *prefix = opt->prefix ? opt->prefix : m->g->name;
+    if (!is_ident(prefix) || strlen(prefix) > 100)
+        return fail(m, "the symbol prefix '%s' is not a C identifier (at most 100 characters)", prefix);
     cg_options co;
     cg_default_options(&co);
     co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
     co.vector_width = m->opt.vector_width;
     co.opt_level = m->opt.opt_level;
-    co.cpu = m->opt.cpu;
+    co.triple = opt->triple;
+    co.cpu = opt->cpu ? opt->cpu : opt->triple ? NULL : m->opt.cpu;
+    co.use_sleef = !opt->no_sleef;
     const tprog *progs[PROG_COUNT];
     for (int k = 0; k < PROG_COUNT; k++) progs[k] = m->dv.p[k];
+    char kpre[128];
+    snprintf(kpre, sizeof kpre, "%s__k", prefix);
     cg_module *cm = NULL;
-    char err[1024];
-    if (cg_build(progs, PROG_COUNT, m->g, m->g->name, &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
-    int k = kind == NFC_EMIT_ASM ? CG_EMIT_ASM : kind == NFC_EMIT_OBJ ? CG_EMIT_OBJ : CG_EMIT_LLVM;
-    int rc = cg_emit_file(cm, path, k, err, sizeof err);
+    char err[2048];
+    if (cg_build(progs, PROG_COUNT, m->g, kpre, &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
+    int np = m->g->np;
+    const char **pn = calloc((size_t)np + 1, sizeof *pn);
+    int64_t *ps = calloc(2 * (size_t)np + 1, sizeof *ps);
+    if (!pn || !ps) { free(pn); free(ps); cg_free(cm); return fail(m, "out of memory"); }
+    for (int i = 0; i < np; i++) {
+        const ir_param *p = &m->g->params[i];
+        pn[i] = p->name;
+        ps[2 * i] = p->shape[0];
+        ps[2 * i + 1] = p->rank > 1 ? p->shape[1] : 0;
+    }
+    aot_spec s = { prefix, m->D, m->C, co.dtype, m->ptotal, opt->embed_weights ? m->params : NULL, np, pn, ps, m->off, m->hash };
+    int64_t ws = 0;
+    for (int k = 0; k < PROG_COUNT; k++)
+        if (cg_workspace_bytes(cm, k) > ws) ws = cg_workspace_bytes(cm, k);
+    int rc = 0;
+    const char *src = opt->source_name ? opt->source_name : m->g->file;
+    if (aot_finish(cm, &s, err, sizeof err)) { rc = fail(m, "%s", err); goto out; }
+    if (opt->kind == NFC_EMIT_LLVM || opt->kind == NFC_EMIT_ASM || opt->kind == NFC_EMIT_OBJ) {
+        char tmp[4096];
+        tmp_name(tmp, sizeof tmp, path, "");
+        int k = opt->kind == NFC_EMIT_ASM ? CG_EMIT_ASM : opt->kind == NFC_EMIT_OBJ ? CG_EMIT_OBJ : CG_EMIT_LLVM;
+        if (cg_emit_file(cm, tmp, k, err, sizeof err)) { remove(tmp); rc = fail(m, "%s: %s", path, err); goto out; }
+        if (rename(tmp, path)) { rc = fail(m, "%s: cannot write: %s", path, strerror(errno)); remove(tmp); goto out; }
+    } else if (opt->kind == NFC_EMIT_SO) {
+        char obj[4096], tmp[4096], out[4096];
+        tmp_name(obj, sizeof obj, path, ".o");
+        tmp_name(tmp, sizeof tmp, path, "");
+        if (cg_emit_file(cm, obj, CG_EMIT_OBJ, err, sizeof err)) { remove(obj); rc = fail(m, "%s: %s", path, err); goto out; }
+        char ccbuf[256];
+        const char *cc = opt->cc ? opt->cc : getenv("NFC_CC");
+        if (!cc || !*cc) {
+            if (opt->triple) {
+                const char *t = opt->triple;
+                size_t al = strcspn(t, "-");
+                /* aarch64-linux-gnu, aarch64-unknown-linux-gnu -> aarch64-linux-gnu-gcc */
+                snprintf(ccbuf, sizeof ccbuf, "%.*s-linux-gnu-gcc", (int)al, t);
+                cc = ccbuf;
+            } else {
+                cc = "cc";
+            }
+        }
+        char *argv[12];
+        int a = 0;
+        argv[a++] = (char *)cc;
+        argv[a++] = "-shared";
+        argv[a++] = "-o";
+        argv[a++] = tmp;
+        argv[a++] = obj;
+        if (co.use_sleef) argv[a++] = "-lsleef";
+        argv[a++] = "-lm";
+        argv[a++] = "-Wl,-z,noexecstack";
+        argv[a] = NULL;
+        int st = run_tool(argv, out, sizeof out);
+        remove(obj);
+        if (st != 0) {
+            remove(tmp);
+            if (st < 0) rc = fail(m, "%s: cannot run the linker '%s' (set --cc or NFC_CC; for --target, install the cross compiler)", path, cc);
+            else rc = fail(m, "%s: linking with '%s' failed (exit %d):\n%s", path, cc, st, out);
+            goto out;
+        }
+        if (rename(tmp, path)) { rc = fail(m, "%s: cannot write: %s", path, strerror(errno)); remove(tmp); goto out; }
+    }
+    if (opt->header) rc = write_header(m, opt->header, &s, cm, ws, src, co.use_sleef);
+    else if (opt->kind == NFC_EMIT_HEADER) rc = write_header(m, path, &s, cm, ws, src, co.use_sleef);
+out:
     cg_free(cm);
-    if (rc) return fail(m, "%s: %s", path, err);
-    return 0;
+    free(pn);
+    free(ps);
+    return rc;
+}
+
+int nfc_emit(nfc_model *m, const char *path, int kind) {
+    nfc_aot_options o;
+    nfc_aot_options_default(&o);
+    o.kind = kind;
+    return nfc_aot_build(m, path, &o);
 }
 
 /* ---- training ---- */

@@ -156,9 +156,33 @@ int nfc_actnorm_init(nfc_model *m, int64_t n, const double *x, const double *ctx
  * layer's text. Runs the reference interpreter: for diagnosis, not for speed. */
 int nfc_find_nonfinite(nfc_model *m, int64_t n, const double *x, const double *ctx, char *desc, size_t desclen);
 
-/* ---- looking at the code ---- */
-enum { NFC_EMIT_LLVM = 0, NFC_EMIT_ASM = 1, NFC_EMIT_OBJ = 2 };
-/* Write the model's compiled code (LLVM IR, assembly or an object file) to path. */
+/* ---- ahead-of-time builds ---- */
+/* What nfc_aot_build writes: LLVM IR text, assembly, a relocatable object, a shared library,
+ * or only the C header. Every kind but the header holds the whole library: the kernels, the
+ * exported C functions "<prefix>_log_prob" ... (documented in the generated header), and the
+ * parameters when embedded. */
+enum { NFC_EMIT_LLVM = 0, NFC_EMIT_ASM = 1, NFC_EMIT_OBJ = 2, NFC_EMIT_SO = 3, NFC_EMIT_HEADER = 4 };
+typedef struct {
+    int         kind;           /* NFC_EMIT_* (default NFC_EMIT_SO) */
+    const char *header;         /* also write the C header to this path (NULL: none) */
+    const char *prefix;         /* symbol prefix, a C identifier (NULL: the flow's name) */
+    const char *triple;         /* target triple, e.g. "aarch64-linux-gnu" (NULL: the host) */
+    const char *cpu;            /* target CPU (NULL: the model's option, i.e. the host's CPU for
+                                   the host, "generic" for other architectures) */
+    int         no_sleef;       /* 1: nfc's own vector math instead of Sleef (no libsleef needed) */
+    int         embed_weights;  /* 1 (default): the model's current parameters become constant
+                                   data; 0: the library exports <prefix>_load_weights */
+    const char *cc;             /* NFC_EMIT_SO: the C compiler driver used to link (NULL: $NFC_CC,
+                                   else "cc" for the host and "<triple>-gcc" for other targets) */
+    const char *source_name;    /* named in the header's first line (NULL: the .flow file) */
+} nfc_aot_options;
+void nfc_aot_options_default(nfc_aot_options *o);
+/* Build the library for the model (its dtype, optimization level and vector width) and write
+ * it to path, and the header to o->header; each file is written atomically (a temporary file
+ * renamed into place), so a failure leaves no partial output. Returns 0 or -1 with
+ * nfc_last_error(m) (a failed link includes the linker's own message). */
+int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *o);
+/* The same as nfc_aot_build with only kind set: LLVM IR, assembly or an object. */
 int nfc_emit(nfc_model *m, const char *path, int kind);
 
 #ifdef __cplusplus

@@ -29,7 +29,7 @@ static const char usage_text[] =
     "  logprob MODEL --data X -o LP               log p(x) per row, in nats\n"
     "  eval MODEL --data X                        mean log-likelihood (nats), bits/dim\n"
     "  sample MODEL -n N -o X [--seed S] [--temperature T]\n"
-    "  MODEL --emit=llvm|asm|obj -o FILE          write the compiled code\n"
+    NFC_AOT_USAGE
     NFC_TRAIN_USAGE
     NFC_DATA_USAGE
     "\n"

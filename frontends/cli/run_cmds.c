@@ -16,6 +16,8 @@
 
 typedef struct {
     const char *model, *weights, *data, *context, *out, *logdet, *flow, *cpu, *emit;
+    const char *target, *header, *name, *cc;   /* ahead-of-time builds */
+    int         no_sleef, embed, compile_only, aot;
     int64_t     n;
     uint64_t    seed;
     double      temperature;
@@ -72,7 +74,9 @@ static const char *optval(int argc, char **argv, int *i, const char *key) {
 }
 
 int cli_parse(const char *cmd, int argc, char **argv, cli *c) {
+    int aot = c->aot;
     memset(c, 0, sizeof *c);
+    c->aot = aot;
     nfc_options_default(&c->opt);
     c->n = -1;
     c->temperature = 1.0;
@@ -84,7 +88,14 @@ int cli_parse(const char *cmd, int argc, char **argv, cli *c) {
         else if ((v = optval(argc, argv, &i, "--logdet"))) c->logdet = v;
         else if ((v = optval(argc, argv, &i, "--flow"))) c->opt.flow = v;
         else if ((v = optval(argc, argv, &i, "--cpu"))) c->opt.cpu = v;
-        else if ((v = optval(argc, argv, &i, "--emit"))) c->emit = v;
+        else if (c->aot && (v = optval(argc, argv, &i, "--emit"))) c->emit = v;
+        else if (c->aot && (v = optval(argc, argv, &i, "--target"))) c->target = v;
+        else if (c->aot && (v = optval(argc, argv, &i, "--header"))) c->header = v;
+        else if (c->aot && (v = optval(argc, argv, &i, "--name"))) c->name = v;
+        else if (c->aot && (v = optval(argc, argv, &i, "--cc"))) c->cc = v;
+        else if (c->aot && !strcmp(a, "--no-sleef")) c->no_sleef = 1;
+        else if (c->aot && !strcmp(a, "--embed")) c->embed = 1;
+        else if (c->aot && !strcmp(a, "-c")) c->compile_only = 1;
         else if ((v = optval(argc, argv, &i, "-o"))) c->out = v;
         else if ((v = optval(argc, argv, &i, "-n"))) {
             if (!parse_i64(v, &c->n) || c->n < 1 || c->n > 1000000000) return usage(cmd, "-n takes a count from 1 to 10^9, not '%s'", v);
@@ -212,6 +223,7 @@ static int count_nonfinite(const double *v, int64_t n) {
 
 int cmd_run(const char *cmd, int argc, char **argv, int color) {
     cli c;
+    memset(&c, 0, sizeof c);
     int rc = cli_parse(cmd, argc, argv, &c);
     if (rc) return rc;
     c.color = color;
@@ -287,23 +299,65 @@ done:
     return rc;
 }
 
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* nfc MODEL -o OUT [options]: an ahead-of-time build (NFC_AOT_USAGE in run_cmds.h) */
 int cmd_emit(int argc, char **argv, int color) {
     cli c;
-    int rc = cli_parse("emit", argc, argv, &c);
+    memset(&c, 0, sizeof c);
+    c.aot = 1;
+    int rc = cli_parse("build", argc, argv, &c);
     if (rc) return rc;
     c.color = color;
-    if (!c.emit) return usage("emit", "%s", "give --emit=llvm or --emit=asm (ahead-of-time .so output is not implemented yet)");
-    int kind;
-    if (!strcmp(c.emit, "llvm")) kind = NFC_EMIT_LLVM;
-    else if (!strcmp(c.emit, "asm")) kind = NFC_EMIT_ASM;
-    else if (!strcmp(c.emit, "obj")) kind = NFC_EMIT_OBJ;
-    else return usage("emit", "--emit is llvm, asm or obj, not '%s'", c.emit);
-    if (!c.out) return usage("emit", "%s", "missing -o FILE");
-    c.opt.backend = NFC_BACKEND_INTERP; /* no need to JIT to emit */
+    if (!c.out) return usage("build", "%s", "missing -o OUTPUT (e.g. -o moons.so)");
+    nfc_aot_options o;
+    nfc_aot_options_default(&o);
+    if (c.emit) {
+        static const char *const kinds[] = { "llvm", "asm", "obj", "so", "header" };
+        int k = -1;
+        for (int i = 0; i < 5; i++) if (!strcmp(c.emit, kinds[i])) k = i;
+        if (k < 0) return usage("build", "--emit is obj, so, header, asm or llvm, not '%s'", c.emit);
+        o.kind = k;
+        if (c.compile_only && k != NFC_EMIT_OBJ) return usage("build", "-c writes an object file; it contradicts --emit=%s", c.emit);
+    } else if (c.compile_only || ends_with(c.out, ".o")) {
+        o.kind = NFC_EMIT_OBJ;
+    } else if (ends_with(c.out, ".s")) {
+        o.kind = NFC_EMIT_ASM;
+    } else if (ends_with(c.out, ".ll")) {
+        o.kind = NFC_EMIT_LLVM;
+    } else if (ends_with(c.out, ".h")) {
+        o.kind = NFC_EMIT_HEADER;
+    } else {
+        o.kind = NFC_EMIT_SO;
+    }
+    /* the header beside a library or an object: OUT with its extension replaced by .h */
+    char hdr[4096];
+    if (c.header) {
+        o.header = c.header;
+    } else if (o.kind == NFC_EMIT_SO || o.kind == NFC_EMIT_OBJ) {
+        const char *slash = strrchr(c.out, '/');
+        const char *dot = strrchr(slash ? slash : c.out, '.');
+        size_t stem = dot && dot != (slash ? slash + 1 : c.out) ? (size_t)(dot - c.out) : strlen(c.out);
+        if (stem + 3 > sizeof hdr) return usage("build", "output path too long: '%s'", c.out);
+        snprintf(hdr, sizeof hdr, "%.*s.h", (int)stem, c.out);
+        if (!strcmp(hdr, c.out)) return usage("build", "the header would overwrite the output '%s'; give --header", c.out);
+        o.header = hdr;
+    }
+    o.prefix = c.name;
+    o.triple = c.target;
+    o.cpu = c.opt.cpu;
+    o.no_sleef = c.no_sleef;
+    o.embed_weights = c.weights || c.embed;
+    o.cc = c.cc;
+    o.source_name = c.model;
+    c.opt.backend = NFC_BACKEND_INTERP; /* the model is compiled for the target below, not JIT-ed */
     nfc_model *m = open_model(&c);
     if (!m) return 1;
     rc = 0;
-    if (nfc_emit(m, c.out, kind)) {
+    if (nfc_aot_build(m, c.out, &o)) {
         fprintf(stderr, "nfc: error: %s\n", nfc_last_error(m));
         rc = 1;
     }
