@@ -10,6 +10,7 @@
 #include "t.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -296,6 +297,48 @@ TEST(argument_checks) {
     nfc_free(m);
 }
 
+/* concurrent calls with separate workspaces give the serial results bit for bit */
+typedef struct { lib *L; int64_t n; float *x, *lp; int rc; } job;
+static void *worker(void *arg) {
+    job *j = arg;
+    void *ws = aligned_alloc(64, (size_t)((ws_fn)j->L->ws)());
+    j->rc = 0;
+    for (int rep = 0; rep < 20; rep++) j->rc |= ((lp_fn)j->L->lp)(j->n, j->x, j->lp, ws);
+    free(ws);
+    return NULL;
+}
+
+TEST(thread_safety) {
+    nfc_model *m = compile("examples/maf.flow", NFC_F32, 0.4, 2);
+    CHECK(m != NULL);
+    if (!m) return;
+    char so[128];
+    snprintf(so, sizeof so, "%s/threads.so", dir);
+    CHECK(build(m, so, 1, 0, NULL) == 0);
+    lib L;
+    if (lib_open(&L, so, nfc_model_name(m), 0, 0)) { CHECK(0, "dlopen"); nfc_free(m); return; }
+    enum { T = 4, n = 300, D = 8 };
+    static float x[T][n * D], lp[T][n], ref[T][n];
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n * D; i++) x[t][i] = (float)sin(0.37 * i + t);
+    void *ws = aligned_alloc(64, (size_t)((ws_fn)L.ws)());
+    for (int t = 0; t < T; t++) CHECK(((lp_fn)L.lp)(n, x[t], ref[t], ws) == 0);
+    free(ws);
+    pthread_t th[T];
+    job jobs[T];
+    for (int t = 0; t < T; t++) {
+        jobs[t] = (job){ &L, n, x[t], lp[t], -1 };
+        pthread_create(&th[t], NULL, worker, &jobs[t]);
+    }
+    for (int t = 0; t < T; t++) pthread_join(th[t], NULL);
+    for (int t = 0; t < T; t++) {
+        CHECK(jobs[t].rc == 0);
+        CHECK(!memcmp(lp[t], ref[t], sizeof ref[t]), "thread %d differs from the serial result", t);
+    }
+    dlclose(L.h);
+    nfc_free(m);
+}
+
 /* nfc's own vector math instead of Sleef: the same results to f32 accuracy */
 TEST(no_sleef) {
     for (int e = 0; e < NEX; e++) {
@@ -346,6 +389,7 @@ int main(void) {
     RUN(aot_equals_jit);
     RUN(load_weights);
     RUN(argument_checks);
+    RUN(thread_safety);
     RUN(no_sleef);
     RUN(dependencies);
     char cmd[128];
