@@ -13,7 +13,7 @@
  * variant selection, fast-math flags, workspace layout) is described in docs/codegen.md.
  *
  * Library code: never prints or exits; every failure (LLVM errors included) is reported as
- * a nonzero return with a message in err. Only cg.c and jit.c include LLVM headers.
+ * a nonzero return with a message in err. Only cg.c, jit.c and aot.c include LLVM headers.
  */
 #ifndef NFC_CG_H
 #define NFC_CG_H
