@@ -22,6 +22,7 @@
  * jit_add takes the context and the module (cg_release_llvm) and frees the rest.
  */
 #include "cg.h"
+#include "cg_math.h"
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
@@ -358,14 +359,9 @@ static LLVMValueRef mathf(cgx *x, int f, LLVMValueRef v) {
         for (int i = 0; i < L; i++) m[i] = ci32(x, i);
         return LLVMBuildShuffleVector(x->b, lo, hi, LLVMConstVector(m, (unsigned)L), "");
     }
-    snprintf(name, sizeof name, "%s%s", mf_name[f], x->f64mode ? "" : "f");
-    if (L == 1) return call1(x, name, v);
-    LLVMValueRef r = LLVMGetPoison(ty);
-    for (int i = 0; i < L; i++) {
-        LLVMValueRef e = LLVMBuildExtractElement(x->b, v, ci32(x, i), "");
-        r = LLVMBuildInsertElement(x->b, r, call1(x, name, e), ci32(x, i), "");
-    }
-    return r;
+    _Static_assert((int)CGM_EXP == MF_EXP && (int)CGM_LOG == MF_LOG && (int)CGM_LOG1P == MF_LOG1P
+                   && (int)CGM_EXPM1 == MF_EXPM1 && (int)CGM_TANH == MF_TANH, "cg_math.h order");
+    return cgm_emit(x->C, x->b, x->M, f, v);   /* own polynomials (cg_math.h), any L */
 }
 
 /* ---------------------------------------------------------------- loops */

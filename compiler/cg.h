@@ -13,7 +13,7 @@
  * variant selection, fast-math flags, workspace layout) is described in docs/codegen.md.
  *
  * Library code: never prints or exits; every failure (LLVM errors included) is reported as
- * a nonzero return with a message in err. Only cg.c, jit.c and aot.c include LLVM headers.
+ * a nonzero return with a message in err. Only cg.c, cg_math.c, jit.c and aot.c include LLVM headers.
  */
 #ifndef NFC_CG_H
 #define NFC_CG_H
@@ -28,7 +28,8 @@ typedef struct {
     const char *triple;        /* NULL: host */
     const char *cpu;           /* NULL: host ("generic" allowed) */
     const char *features;      /* NULL: host features when cpu is NULL, else "" */
-    int         use_sleef;     /* 1: Sleef vector functions matched to the ISA; 0: libm per lane */
+    int         use_sleef;     /* 1: Sleef vector functions matched to the ISA; 0: nfc's own
+                                  vectorized polynomials (cg_math.h), no external calls */
 } cg_options;
 
 /* dtype f32, native width, O2, host target, Sleef on. */
