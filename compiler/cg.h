@@ -7,7 +7,7 @@
  *          T *const *outs, const T *params, void *ws);
  * A program with gradient outputs (tprog.ngrad > 0) also writes them to outs[nouts], a flat
  * array laid out like params (tir.h).
- * The module is verified and optimized (new pass manager, default<On>) for its target
+ * The module is verified and optimized (new pass manager; see cg.c for the pipelines) for its target
  * machine; it can be written out (IR, assembly, object) or handed to the JIT (jit.h).
  * The design (tiles of V rows in structure-of-arrays form, unbatched precomputation, Sleef
  * variant selection, fast-math flags, workspace layout) is described in docs/codegen.md.
@@ -23,8 +23,8 @@ typedef struct {
     int         dtype;         /* DT_F32 or DT_F64 (ir.h) */
     int         vector_width;  /* 0: native for the target (f32: 16 with AVX-512, 8 with AVX/AVX2,
                                   4 SSE/NEON; f64: half); 1: scalar; or an explicit 2/4/8/16 */
-    int         opt_level;     /* 0..3, default 2 (O2 without LLVM's vectorizers and unrolling: the
-                                  code is vectorized explicitly; O3: the full pipeline) */
+    int         opt_level;     /* 0..3, default 2 (O1/O2: short cleanup pipelines, the code is
+                                  vectorized explicitly; O3: LLVM's full default<O3>) */
     const char *triple;        /* NULL: host */
     const char *cpu;           /* NULL: host ("generic" allowed) */
     const char *features;      /* NULL: host features when cpu is NULL, else "" */

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -138,36 +139,41 @@ static uint64_t model_hash(const ir_graph *g) {
     return h;
 }
 
-static int build_jit(nfc_model *m) {
+/* The JIT compiles each program on its first use (a command that only evaluates log p pays
+ * for one program, not four); log_prob is compiled with the model, so that code-generation
+ * errors (e.g. an unknown --cpu) surface from nfc_compile_*. */
+static int jit_prog(nfc_model *m, int k) {
+    if (m->fn[k]) return 0;
     cg_options co;
     cg_default_options(&co);
     co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
     co.vector_width = m->opt.vector_width;
     co.opt_level = m->opt.opt_level;
     co.cpu = m->opt.cpu;
-    const tprog *progs[PROG_COUNT];
-    for (int k = 0; k < PROG_COUNT; k++) progs[k] = m->dv.p[k];
+    const tprog *progs[1] = { m->dv.p[k] };
     cg_module *cm = NULL;
     char err[1024];
-    if (cg_build(progs, PROG_COUNT, m->g, "nfc", &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
-    m->ws_bytes = 0;
-    for (int k = 0; k < PROG_COUNT; k++) {
-        int64_t b = cg_workspace_bytes(cm, k);
-        if (b > m->ws_bytes) m->ws_bytes = b;
-    }
-    if (jit_create(&m->jit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
+    if (cg_build(progs, 1, m->g, "nfc", &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
+    int64_t b = cg_workspace_bytes(cm, 0);
+    if (!m->jit && jit_create(&m->jit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
     if (jit_add(m->jit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
-    for (int k = 0; k < PROG_COUNT; k++) {
-        char name[64];
-        snprintf(name, sizeof name, "nfc_%s", prog_names[k]);
-        m->fn[k] = (kernel_fn)jit_lookup(m->jit, name, err, sizeof err);
-        if (!m->fn[k]) return fail(m, "JIT: %s", err);
+    char name[64];
+    snprintf(name, sizeof name, "nfc_%s", prog_names[k]);
+    kernel_fn f = (kernel_fn)jit_lookup(m->jit, name, err, sizeof err);
+    if (!f) return fail(m, "JIT: %s", err);
+    if (!m->ws || b > m->ws_bytes) {
+        size_t bytes = (size_t)((b + 63) / 64 * 64);
+        void *ws = aligned_alloc(64, bytes ? bytes : 64);
+        if (!ws) return fail(m, "out of memory for the workspace (%lld bytes)", (long long)b);
+        free(m->ws);
+        m->ws = ws;
+        m->ws_bytes = b;
     }
-    size_t bytes = (size_t)((m->ws_bytes + 63) / 64 * 64);
-    m->ws = aligned_alloc(64, bytes ? bytes : 64);
-    if (!m->ws) return fail(m, "out of memory for the workspace (%lld bytes)", (long long)m->ws_bytes);
+    m->fn[k] = f;
     return 0;
 }
+
+static int build_jit(nfc_model *m) { return jit_prog(m, PROG_LOG_PROB); }
 
 static nfc_model *compile(const char *name, const char *text, size_t len, const char *path, const nfc_options *opt,
                           nfc_diagnostics **diags) {
@@ -389,6 +395,100 @@ int nfc_save_weights(const nfc_model *m, const char *path) {
 /* ---- running ---- */
 #define CHUNK 4096
 
+/* One thread's share of a JIT call: rows [r_begin, r_end) in chunks of CHUNK, converted to
+ * and from f32 for f32 kernels, with the thread's own workspace and staging buffers. */
+typedef struct {
+    nfc_model    *m;
+    int           prog, nouts, aw[2], ow[2];
+    int64_t       r_begin, r_end, seed;
+    const double *in[2];
+    double       *out[2], scalar;
+    void         *ws;
+    int           rc;
+} jit_job;
+
+static void *jit_job_run(void *arg) {
+    jit_job *j = arg;
+    nfc_model *m = j->m;
+    int64_t n = j->r_end - j->r_begin, c0 = n < CHUNK ? n : CHUNK;
+    int f32 = m->opt.dtype != NFC_F64;
+    size_t esz = f32 ? sizeof(float) : sizeof(double);
+    void *fa[2] = { NULL, NULL }, *fo[2] = { NULL, NULL };
+    j->rc = 0;
+    for (int k = 0; k < 2; k++) {
+        /* f32: staging for every input and output; f64: scratch for outputs not asked for */
+        if (j->aw[k] && f32) fa[k] = malloc(esz * (size_t)(c0 * j->aw[k]));
+        if (k < j->nouts && (f32 || !j->out[k])) fo[k] = malloc(esz * (size_t)(c0 * j->ow[k]));
+        if ((j->aw[k] && f32 && !fa[k]) || (k < j->nouts && (f32 || !j->out[k]) && !fo[k])) j->rc = -1;
+    }
+    for (int64_t r0 = j->r_begin; r0 < j->r_end && j->rc == 0; r0 += CHUNK) {
+        int64_t c = j->r_end - r0 < CHUNK ? j->r_end - r0 : CHUNK;
+        const void *args[2];
+        void *outs[2];
+        for (int k = 0; k < 2; k++) {
+            if (f32) {
+                if (j->aw[k] && j->in[k])
+                    for (int64_t i = 0; i < c * j->aw[k]; i++) ((float *)fa[k])[i] = (float)j->in[k][r0 * j->aw[k] + i];
+                args[k] = fa[k];
+                outs[k] = fo[k];
+            } else {
+                args[k] = j->in[k] ? j->in[k] + r0 * j->aw[k] : NULL;
+                outs[k] = j->out[k] ? j->out[k] + r0 * j->ow[k] : fo[k];
+            }
+        }
+        m->fn[j->prog](c, r0, j->seed, args, &j->scalar, outs, f32 ? (const void *)m->paramsf : (const void *)m->params, j->ws);
+        if (f32)
+            for (int k = 0; k < j->nouts; k++)
+                if (j->out[k])
+                    for (int64_t i = 0; i < c * j->ow[k]; i++) j->out[k][r0 * j->ow[k] + i] = ((float *)fo[k])[i];
+    }
+    for (int k = 0; k < 2; k++) { free(fa[k]); free(fo[k]); }
+    return NULL;
+}
+
+/* Rows are split into contiguous ranges, one per thread (at least MIN_ROWS_PER_THREAD each);
+ * every row's result depends only on that row (and its global index for sampling), so the
+ * output does not depend on the number of threads. */
+#define MIN_ROWS_PER_THREAD 2048
+static int run_jit(nfc_model *m, int prog, int64_t n, uint64_t seed, const double *const in[2], double *const out[2],
+                   double scalar, const int aw[2], const int ow[2], int nouts) {
+    int T = m->opt.threads > 0 ? m->opt.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (T < 1) T = 1;
+    if (T > 256) T = 256;
+    if ((int64_t)T * MIN_ROWS_PER_THREAD > n) T = (int)(n / MIN_ROWS_PER_THREAD) > 0 ? (int)(n / MIN_ROWS_PER_THREAD) : 1;
+    jit_job jobs[256];
+    pthread_t th[256];
+    int started[256] = { 0 };
+    int rc = 0;
+    size_t wsb = (size_t)((m->ws_bytes + 63) / 64 * 64);
+    for (int t = 0; t < T; t++) {
+        jit_job *j = &jobs[t];
+        memset(j, 0, sizeof *j);
+        j->m = m;
+        j->prog = prog;
+        j->nouts = nouts;
+        j->aw[0] = aw[0]; j->aw[1] = aw[1]; j->ow[0] = ow[0]; j->ow[1] = ow[1];
+        j->r_begin = n * t / T;
+        j->r_end = n * (t + 1) / T;
+        j->seed = (int64_t)seed;
+        j->in[0] = in[0]; j->in[1] = in[1]; j->out[0] = out[0]; j->out[1] = out[1];
+        j->scalar = scalar;
+        j->ws = t == 0 ? m->ws : aligned_alloc(64, wsb ? wsb : 64);
+        if (!j->ws) { rc = fail(m, "out of memory for a workspace"); T = t; break; }
+    }
+    for (int t = 1; t < T; t++) started[t] = pthread_create(&th[t], NULL, jit_job_run, &jobs[t]) == 0;
+    if (T > 0) jit_job_run(&jobs[0]);
+    for (int t = 1; t < T; t++) {
+        if (started[t]) pthread_join(th[t], NULL);
+        else jit_job_run(&jobs[t]);   /* no thread: run it here */
+    }
+    for (int t = 0; t < T; t++) {
+        if (jobs[t].rc) rc = fail(m, "out of memory");
+        if (t > 0) free(jobs[t].ws);
+    }
+    return rc;
+}
+
 static int run(nfc_model *m, int prog, int64_t n, int64_t seed, const double *a0, const double *a1, double scalar,
                double *o0, double *o1) {
     if (n < 0) return fail(m, "negative batch size %lld", (long long)n);
@@ -415,34 +515,10 @@ static int run(nfc_model *m, int prog, int64_t n, int64_t seed, const double *a0
             if (interp_run(p, c, r0, (int64_t)seed, args, &scalar, outs, m->params, m->off, err, sizeof err))
                 rc = fail(m, "%s", err);
         }
-    } else if (m->opt.dtype == NFC_F64) {
-        for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
-            int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
-            const void *args[2] = { in[0] ? in[0] + r0 * aw[0] : NULL, in[1] ? in[1] + r0 * aw[1] : NULL };
-            void *outs[2] = { out[0] ? out[0] + r0 * ow[0] : scratch[0], out[1] ? out[1] + r0 * ow[1] : scratch[1] };
-            m->fn[prog](c, r0, (int64_t)seed, args, &scalar, outs, m->params, m->ws);
-        }
+    } else if (jit_prog(m, prog)) {
+        rc = -1;
     } else {
-        int64_t c0 = n < CHUNK ? n : CHUNK;
-        float *fa[2] = { NULL, NULL }, *fo[2] = { NULL, NULL };
-        for (int k = 0; k < 2; k++) {
-            if (aw[k]) fa[k] = malloc(sizeof(float) * (size_t)(c0 * aw[k]));
-            if (ow[k]) fo[k] = malloc(sizeof(float) * (size_t)(c0 * ow[k]));
-            if ((aw[k] && !fa[k]) || (ow[k] && !fo[k])) rc = fail(m, "out of memory");
-        }
-        for (int64_t r0 = 0; r0 < n && rc == 0; r0 += CHUNK) {
-            int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
-            for (int k = 0; k < 2; k++)
-                if (aw[k] && in[k])
-                    for (int64_t i = 0; i < c * aw[k]; i++) fa[k][i] = (float)in[k][r0 * aw[k] + i];
-            const void *args[2] = { fa[0], fa[1] };
-            void *outs[2] = { fo[0], fo[1] };
-            m->fn[prog](c, r0, (int64_t)seed, args, &scalar, outs, m->paramsf, m->ws);
-            for (int k = 0; k < 2; k++)
-                if (ow[k] && out[k])
-                    for (int64_t i = 0; i < c * ow[k]; i++) out[k][r0 * ow[k] + i] = fo[k][i];
-        }
-        for (int k = 0; k < 2; k++) { free(fa[k]); free(fo[k]); }
+        rc = run_jit(m, prog, n, seed, in, out, scalar, aw, ow, p->nouts);
     }
     free(scratch[0]);
     free(scratch[1]);

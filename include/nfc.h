@@ -57,6 +57,9 @@ typedef struct {
     uint64_t    init_seed;      /* seed of the parameter initializer (default 0) */
     double      init_scale;     /* > 0: zero-initialized parameters start at uniform(-s, s)
                                    instead (for testing untrained models); default 0 */
+    int         threads;        /* JIT calls on large batches are split across this many
+                                   threads (0, the default: the online CPUs); the results do
+                                   not depend on it */
 } nfc_options;
 
 void nfc_options_default(nfc_options *o);

@@ -45,6 +45,8 @@ static const char usage_text[] =
     "  -O0 .. -O3             optimization level (default -O2)\n"
     "  --cpu NAME             target CPU (default: this machine's)\n"
     "  --vector-width N       0 (native, default), 1 (scalar), 2, 4, 8, 16\n"
+    "  --threads T            split large batches across T threads (default: the online\n"
+    "                         CPUs); results do not depend on T\n"
     "  --flow NAME            which flow of a file that defines several\n"
     "  data files are NPY (f32 or f64, C order) or CSV (header optional), by extension\n"
     "\n"

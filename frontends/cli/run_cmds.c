@@ -115,6 +115,10 @@ int cli_parse(const char *cmd, int argc, char **argv, cli *c) {
             if (!strcmp(v, "jit")) c->opt.backend = NFC_BACKEND_JIT;
             else if (!strcmp(v, "interp")) c->opt.backend = NFC_BACKEND_INTERP;
             else return usage(cmd, "--backend is jit or interp, not '%s'", v);
+        } else if ((v = optval(argc, argv, &i, "--threads"))) {
+            int64_t t;
+            if (!parse_i64(v, &t) || t < 1 || t > 256) return usage(cmd, "--threads takes a count from 1 to 256, not '%s'", v);
+            c->opt.threads = (int)t;
         } else if ((v = optval(argc, argv, &i, "--vector-width"))) {
             int64_t w;
             if (!parse_i64(v, &w) || (w != 0 && w != 1 && w != 2 && w != 4 && w != 8 && w != 16))

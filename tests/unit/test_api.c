@@ -225,6 +225,53 @@ TEST(sampling_is_reproducible) {
     nfc_free(m);
 }
 
+/* threads split a batch into row ranges: the results are the same bits for any count, for
+ * every program, f32 and f64, including a context and outputs not asked for */
+TEST(threads_do_not_change_results) {
+    enum { N = 9001 };
+    for (int dt = NFC_F32; dt <= NFC_F64; dt++) {
+        for (int e = 0; e < 2; e++) {
+            const char *path = e ? "examples/cmoons.flow" : "examples/maf.flow";
+            nfc_model *m[3];
+            static const int threads[3] = { 1, 2, 3 };
+            for (int k = 0; k < 3; k++) {
+                nfc_options o;
+                nfc_options_default(&o);
+                o.dtype = dt;
+                o.init_scale = 0.3;
+                o.threads = threads[k];
+                m[k] = nfc_compile_file(path, &o, NULL);
+                CHECK(m[k] != NULL, "%s", path);
+            }
+            if (!m[0] || !m[1] || !m[2]) { for (int k = 0; k < 3; k++) nfc_free(m[k]); continue; }
+            int D = nfc_model_dim(m[0]), C = nfc_model_context_dim(m[0]);
+            double *x = malloc(sizeof(double) * N * D), *c = malloc(sizeof(double) * N * (C + 1));
+            double *o[3], *l[3];
+            for (int i = 0; i < N * D; i++) x[i] = sin(0.1 * i);
+            for (int i = 0; i < N * C; i++) c[i] = i % 2;
+            for (int k = 0; k < 3; k++) {
+                o[k] = malloc(sizeof(double) * N * D);
+                l[k] = malloc(sizeof(double) * N);
+            }
+            for (int prog = 0; prog < 3; prog++) {
+                for (int k = 0; k < 3; k++) {
+                    int rc = prog == 0 ? nfc_forward(m[k], N, x, C ? c : NULL, o[k], NULL)
+                           : prog == 1 ? nfc_inverse(m[k], N, x, C ? c : NULL, o[k], l[k])
+                                       : nfc_sample(m[k], N, 11, 0.9, C ? c : NULL, o[k], l[k]);
+                    CHECK(rc == 0, "%s", nfc_last_error(m[k]));
+                }
+                for (int k = 1; k < 3; k++) {
+                    CHECK(!memcmp(o[0], o[k], sizeof(double) * N * D), "%s program %d: %d threads differ from 1", path, prog, threads[k]);
+                    if (prog > 0) CHECK(!memcmp(l[0], l[k], sizeof(double) * N), "%s program %d: %d threads (lp)", path, prog, threads[k]);
+                }
+            }
+            for (int k = 0; k < 3; k++) { free(o[k]); free(l[k]); nfc_free(m[k]); }
+            free(x);
+            free(c);
+        }
+    }
+}
+
 int main(void) {
     RUN(errors_as_data);
     RUN(parameters_and_weights);
@@ -232,5 +279,6 @@ int main(void) {
     RUN(jit_equals_interpreter);
     RUN(jit_round_trip);
     RUN(sampling_is_reproducible);
+    RUN(threads_do_not_change_results);
     return t_done();
 }
