@@ -694,7 +694,7 @@ static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs) {
 
 static void emit_matmul(cgx *x, int i) {
     int64_t out = ND(x, i)->w;
-    enum { B = 4 };
+    enum { B = 8 };
     int64_t nb = out / B;
     cgloop L;
     /* the loops over output blocks stay loops (unrolling them multiplies optimization time,
