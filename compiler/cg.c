@@ -533,12 +533,12 @@ static void ucopy(cgx *x, int dst, int src) {
  * exp(+-diag) here (in the prologue); other batched nodes nothing. */
 static void unbatched_node(cgx *x, int i) {
     const tnode *nd = ND(x, i);
-    if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT) {
+    if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT || nd->op == T_LU_INVT) {
         /* batched, but its exp(+-diag) is unbatched */
         cgloop L;
         FOR(x, L, nd->w, k) {
             LLVMValueRef d = uelem(x, nd->in[1], k, k);
-            if (nd->op == T_LU_INV) d = fneg(x, d);
+            if (nd->op == T_LU_INV || nd->op == T_LU_INVT) d = fneg(x, d);
             store(x, mathf(x, MF_EXP, d), auxptr(x, i, k), x->esz);
         }
         return;
@@ -789,6 +789,10 @@ static void emit_lu(cgx *x, int i) {
     case T_LU_U: lu_pass(x, i, X, X, 0, 1, 0, 0, 1); break;    /* y = U x */
     case T_LU_LT: lu_pass(x, i, X, X, 0, 1, 1, 0, 0); break;   /* y[k] = x[k] + sum_{j>k} M[j][k] x[j] */
     case T_LU_UT: lu_pass(x, i, X, X, 0, 0, 1, 0, 1); break;   /* y[k] = d[k] x[k] + sum_{j<k} M[j][k] x[j] */
+    case T_LU_INVT:  /* w = U^-T x: forward substitution (U^T is lower); y = L^-T w: back substitution */
+        lu_pass(x, i, X, i, 0, 0, 1, 1, 2);   /* w[k] = (x[k] - sum_{j<k} M[j][k] w[j]) * exp(-M[k][k]) */
+        lu_pass(x, i, i, i, 1, 1, 1, 1, 0);   /* y[k] = w[k] - sum_{j>k} M[j][k] y[j] */
+        break;
     default: break;
     }
 }
@@ -953,7 +957,7 @@ static void tile_node(cgx *x, int i) {
     }
     case T_MATMUL_NT: emit_matmul(x, i); return;
     case T_SCATTER: emit_scatter(x, i); return;
-    case T_LU_FWD: case T_LU_INV: case T_LU_U: case T_LU_LT: case T_LU_UT: emit_lu(x, i); return;
+    case T_LU_FWD: case T_LU_INV: case T_LU_U: case T_LU_LT: case T_LU_UT: case T_LU_INVT: emit_lu(x, i); return;
     case T_RANDN: case T_RANDLOGISTIC: emit_rand(x, i); return;
     case T_LOOP_BEGIN:
         bvcopy(x, i, nd->in[0]);
@@ -1066,7 +1070,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         int64_t bytes = nd->rows ? (int64_t)nd->rows * nd->w * x->esz : (int64_t)nd->w * x->V * x->esz;
         x->slot[i] = off;
         off += round64(bytes);
-        if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT) {
+        if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT || nd->op == T_LU_INVT) {
             x->aux[i] = off;
             off += round64((int64_t)nd->w * x->esz);
         }

@@ -530,6 +530,26 @@ tref derive_log_prob_into(const ir_graph *g, tprog *p, char *err, size_t errlen)
     return t_bin(p, T_ADD, base_logp(&d, d.val[g->output]), final_ld(&d));
 }
 
+int derive_inverse_into(const ir_graph *g, tprog *p, tref *x, tref *logdet, char *err, size_t errlen) {
+    dctx d;
+    memset(&d, 0, sizeof d);
+    d.g = g;
+    d.err = err;
+    d.errlen = errlen;
+    d.val = arena_alloc(p->ar, sizeof(tref) * (size_t)(g->nn + 1));
+    reset(&d, p);
+    int D = g->nodes[g->input].width;
+    int C = g->context != IR_NONE ? g->nodes[g->context].width : 0;
+    tref z = t_arg(p, 0, D);
+    if (C) d.val[g->context] = t_arg(p, 1, C);
+    d.like = z;
+    d.val[g->output] = z;
+    if (emit_inverse(&d)) return -1;
+    *x = d.val[g->input];
+    *logdet = final_ld(&d);
+    return 0;
+}
+
 int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t errlen) {
     dctx d;
     memset(&d, 0, sizeof d);

@@ -23,6 +23,10 @@ typedef struct {
  * -1 with a message. Used by grad.c to differentiate it. */
 tref derive_log_prob_into(const ir_graph *g, tprog *p, char *err, size_t errlen);
 
+/* Emit the inverse program's nodes into p (args z, ctx as above); sets *x and *logdet (the
+ * inverse's log|det df^-1/dz|, [n, 1]). Returns 0, or -1 with a message. Used by grad.c. */
+int derive_inverse_into(const ir_graph *g, tprog *p, tref *x, tref *logdet, char *err, size_t errlen);
+
 /* Emit the forward computation up to flow-graph node `node` into p; returns its value. */
 tref derive_value_into(const ir_graph *g, tprog *p, ir_ref node, char *err, size_t errlen);
 

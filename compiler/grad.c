@@ -1,7 +1,8 @@
 /* compiler/grad.c: reverse-mode differentiation of tensor-IR programs (see grad.h).
- * Input: a program (the log_prob program of a flow) and the value to differentiate.
- * Output: the same program with backward nodes appended and gradient outputs for every
- * parameter. Each op's vector-Jacobian product is in vjp(); adjoints may be broadcast
+ * Input: a program (the log_prob or the inverse program of a flow) and the value to
+ * differentiate. Output: the same program with backward nodes appended and gradient outputs
+ * for every parameter. Each op's vector-Jacobian product is in vjp(); loops (the inverse of
+ * autoregressive layers) are differentiated by unrolling them (vjp_loop); adjoints may be broadcast
  * (narrower than their value) and are reduced to the operand's shape (sum over the batch
  * for parameters, over features for width-1 operands) when they flow into it.
  * NaN safety: where a rule multiplies the adjoint by something that can be infinite (1/x,
@@ -17,7 +18,8 @@
 
 typedef struct {
     tprog *p;
-    tref  *adj;    /* adjoint of forward node i, -1 if none */
+    tref  *adj;    /* adjoint of node i, -1 if none: forward nodes and the unrolled copies of loops */
+    int    nadj;   /* entries in adj */
     int    nf;
     char  *err;
     size_t errlen;
@@ -52,6 +54,7 @@ static tref reduce_to(gctx *c, tref g, tref v) {
 
 static void acc(gctx *c, tref v, tref g) {
     if (v < 0 || g < 0) return;
+    if (v >= c->nadj) return; /* not reached: operands of forward nodes and copies are below nadj */
     const tnode *n = TN(c, v);
     /* constants and data need no adjoint */
     if (n->op == T_CONST || n->op == T_CONSTTENSOR || n->op == T_SCALAR || n->op == T_ARG || n->op == T_RANDN ||
@@ -62,6 +65,24 @@ static void acc(gctx *c, tref v, tref g) {
     if (n->rows == 0 && TN(c, g)->rows != 0) g = full(c, g, v);
     g = reduce_to(c, g, v);
     c->adj[v] = c->adj[v] < 0 ? g : add(c, c->adj[v], g);
+}
+
+/* The adjoint of lu in y = L U x given gy (the adjoint of y), lg = L^T gy and x:
+ * dL = gy (U x)^T strictly lower, dU = lg x^T upper, diag(dlu) = diag(lg x^T) * exp(diag lu). */
+static tref lu_param_adj(gctx *c, tref gy, tref lg, tref x, tref lu) {
+    tprog *p = c->p;
+    int D = TN(c, x)->w;
+    double *lower = malloc(sizeof(double) * (size_t)D * D), *upper = malloc(sizeof(double) * (size_t)D * D);
+    for (int r = 0; r < D; r++)
+        for (int q = 0; q < D; q++) { lower[r * D + q] = r > q; upper[r * D + q] = r < q; }
+    tref u = t_lu(p, T_LU_U, x, lu);
+    tref dl = mul(c, t_matmul_tn(p, gy, u), t_consttensor(p, lower, D, D));
+    tref du_full = t_matmul_tn(p, lg, x);
+    tref du = mul(c, du_full, t_consttensor(p, upper, D, D));
+    tref ddiag = t_diagembed(p, mul(c, t_diag(p, du_full), t_un(p, T_EXP, t_diag(p, lu))));
+    free(lower);
+    free(upper);
+    return add(c, add(c, dl, du), ddiag);
 }
 
 static int vjp(gctx *c, tref i) {
@@ -154,26 +175,84 @@ static int vjp(gctx *c, tref i) {
         /* y = L u, u = U x.  dx = U^T L^T dy; dL = dy u^T (strictly lower); dU = (L^T dy) x^T
          * (upper; its diagonal through exp) */
         tref gf = full(c, g, i);
-        int D = n.w;
-        tref u = t_lu(p, T_LU_U, a, b);
         tref lg = t_lu(p, T_LU_LT, gf, b);
         acc(c, a, t_lu(p, T_LU_UT, lg, b));
-        double *lower = malloc(sizeof(double) * (size_t)D * D), *upper = malloc(sizeof(double) * (size_t)D * D);
-        for (int r = 0; r < D; r++)
-            for (int q = 0; q < D; q++) { lower[r * D + q] = r > q; upper[r * D + q] = r < q; }
-        tref dl = mul(c, t_matmul_tn(p, gf, u), t_consttensor(p, lower, D, D));
-        tref du_full = t_matmul_tn(p, lg, a);
-        tref du = mul(c, du_full, t_consttensor(p, upper, D, D));
-        tref ddiag = t_diagembed(p, mul(c, t_diag(p, du_full), t_un(p, T_EXP, t_diag(p, b))));
-        free(lower);
-        free(upper);
-        acc(c, b, add(c, add(c, dl, du), ddiag));
+        acc(c, b, lu_param_adj(c, gf, lg, a, b));
+        return 0;
+    }
+    case T_LU_INV: {
+        /* x = A^-1 y with A = L U.  dy = A^-T dx = L^-T U^-T dx (one LU_INVT); from
+         * d(x) = -A^-1 dA x, the adjoint of A is -dy x^T: LU_FWD's rule with (its input, its
+         * output adjoint) = (x, -dy), so dL = -dy (U x)^T (strictly lower), dU = -(L^T dy) x^T
+         * (upper; its diagonal through exp) */
+        tref gf = full(c, g, i);
+        tref gy = t_lu(p, T_LU_INVT, gf, b);
+        acc(c, a, gy);
+        tref ng = neg(c, gy);
+        acc(c, b, lu_param_adj(c, ng, t_lu(p, T_LU_LT, ng, b), i, b));
         return 0;
     }
     default:
         snprintf(c->err, c->errlen, "gradient: %s is not differentiable yet", t_ops[n.op].name);
         return -1;
     }
+}
+
+/* grow adj to cover every node of the program so far (new entries: no adjoint) */
+static int cover(gctx *c) {
+    if (c->nadj >= c->p->nn) return 0;
+    tref *a = realloc(c->adj, sizeof(tref) * (size_t)c->p->nn);
+    if (!a) { snprintf(c->err, c->errlen, "out of memory"); return -1; }
+    for (int k = c->nadj; k < c->p->nn; k++) a[k] = -1;
+    c->adj = a;
+    c->nadj = c->p->nn;
+    return 0;
+}
+
+/* Reverse mode through a loop (LOOP_BEGIN b ... LOOP_END e, T trips), by unrolling.
+ * A trip overwrites the values of the body, so the backward pass cannot read trip t's values
+ * from the forward loop. Instead the body is copied T times as straight-line code after the
+ * forward program (trip 0 reads b's initial value, trip t+1 reads trip t's copy of e.in[0]):
+ * every trip's values are stored in their own nodes, the gradient program stays free of
+ * loops, and the copies are differentiated by the ordinary rules, last trip first. The
+ * result of the last copy equals e's value; the adjoint of e seeds it. Body nodes read
+ * values from before the loop directly, so their adjoints accumulate there as for any other
+ * use. Cost: T copies of the body (time and workspace), the price of exact gradients without
+ * a tape; T is the dimension of an autoregressive layer. */
+static int vjp_loop(gctx *c, tref e) {
+    tprog *p = c->p;
+    const tref b = p->nodes[e].in[1], next = p->nodes[e].in[0];
+    const int T = p->nodes[b].iattr[0], nb = e - b - 1;
+    if (c->adj[b] >= 0) {
+        snprintf(c->err, c->errlen, "gradient: a loop_begin is used after its loop");
+        return -1;
+    }
+    tref *map = malloc(sizeof(tref) * (size_t)(nb > 0 ? nb : 1));
+    if (!map) { snprintf(c->err, c->errlen, "out of memory"); return -1; }
+    tref state = p->nodes[b].in[0];
+    const int start = p->nn;
+    for (int t = 0; t < T; t++) {
+        for (int j = b + 1; j < e; j++) {
+            tnode cp = p->nodes[j];
+            for (int k = 0; k < cp.nin; k++) {
+                tref a = cp.in[k];
+                if (a == b) cp.in[k] = state;
+                else if (a > b && a < e) cp.in[k] = map[a - b - 1];
+            }
+            VEC_PUSH(p->ar, p->nodes, p->nn, p->cap_n, cp);
+            map[j - b - 1] = p->nn - 1;
+        }
+        state = next == b ? state : (next > b && next < e) ? map[next - b - 1] : next;
+    }
+    const int end = p->nn;
+    free(map);
+    if (cover(c)) return -1;
+    acc(c, state, c->adj[e]);
+    for (int k = end - 1; k >= start; k--) {
+        if (c->adj[k] < 0) continue;
+        if (vjp(c, k)) return -1;
+    }
+    return 0;
 }
 
 int grad_append(tprog *p, const ir_graph *g, tref of, tref seed, char *err, size_t errlen) {
@@ -183,24 +262,28 @@ int grad_append(tprog *p, const ir_graph *g, tref of, tref seed, char *err, size
     c.nf = p->nn;
     c.err = err;
     c.errlen = errlen;
-    c.adj = malloc(sizeof(tref) * (size_t)c.nf);
-    if (!c.adj) { snprintf(err, errlen, "out of memory"); return -1; }
-    for (int i = 0; i < c.nf; i++) c.adj[i] = -1;
+    if (cover(&c)) return -1;
     c.adj[of] = p->nodes[of].rows == 0 ? full(&c, seed, of) : seed;
     int rc = 0;
     for (int i = c.nf - 1; i >= 0 && rc == 0; i--) {
         if (c.adj[i] < 0) continue;
+        if (p->nodes[i].op == T_LOOP_END) {
+            rc = vjp_loop(&c, i);
+            i = p->nodes[i].in[1]; /* the body and its LOOP_BEGIN are done */
+            continue;
+        }
         rc = vjp(&c, i);
     }
     if (rc == 0) {
-        /* one gradient output per parameter: the sum over every use of it */
+        /* one gradient output per parameter: the sum over every use of it (forward nodes
+         * and their copies in unrolled loops) */
         tref *per = malloc(sizeof(tref) * (size_t)(g->np + 1));
         for (int k = 0; k < g->np; k++) per[k] = -1;
-        for (int i = 0; i < c.nf; i++) {
-            const tnode *n = &p->nodes[i];
-            if (n->op != T_PARAM || c.adj[i] < 0) continue;
+        int na = c.nadj;
+        for (int i = 0; i < na; i++) {
+            if (p->nodes[i].op != T_PARAM || c.adj[i] < 0) continue;
+            int k = p->nodes[i].iattr[0];
             tref gi = full(&c, c.adj[i], i);
-            int k = n->iattr[0];
             per[k] = per[k] < 0 ? gi : add(&c, per[k], gi);
         }
         for (int k = 0; k < g->np; k++) if (per[k] >= 0) t_grad_output(p, k, per[k]);
@@ -218,6 +301,23 @@ int grad_build(const ir_graph *g, arena *ar, tprog **out, char *err, size_t errl
     t_output(p, lp);
     /* L = -sum over rows of lp: the adjoint of each row's lp is -1 */
     if (grad_append(p, g, lp, t_const(p, -1.0), err, errlen)) return -1;
+    if (tir_verify(p, err, errlen)) return -1;
+    *out = p;
+    return 0;
+}
+
+int grad_build_inverse(const ir_graph *g, arena *ar, tprog **out, char *err, size_t errlen) {
+    tprog *p = tprog_new(ar, "inverse_grad");
+    tref x, ld;
+    if (derive_inverse_into(g, p, &x, &ld, err, errlen)) return -1;
+    int D = g->nodes[g->input].width;
+    int C = g->context != IR_NONE ? g->nodes[g->context].width : 0;
+    tref w = t_arg(p, C ? 2 : 1, D);
+    tref s = t_bin(p, T_ADD, t_rowsum(p, t_bin(p, T_MUL, w, x)), ld);
+    t_output(p, x);
+    t_output(p, ld);
+    t_output(p, s);
+    if (grad_append(p, g, s, t_const(p, 1.0), err, errlen)) return -1;
     if (tir_verify(p, err, errlen)) return -1;
     *out = p;
     return 0;

@@ -227,6 +227,26 @@ int interp_run_check(const tprog *p, int64_t n, int64_t row0, int64_t seed, cons
             memset(o, 0, sizeof(double) * (size_t)(rows * w));
             for (int j = 0; j < w; j++) o[(int64_t)j * w + j] = A[j];
             break;
+        case T_LU_INVT: {
+            /* U^T w = x (forward substitution), L^T y = w (back substitution) */
+            const double *M = val[nd->in[1]];
+            int D = w;
+            for (int64_t r = 0; r < n; r++) {
+                const double *x = A + r * D;
+                double *y = o + r * D;
+                for (int k = 0; k < D; k++) {
+                    double s = x[k];
+                    for (int j = 0; j < k; j++) s -= M[(int64_t)j * D + k] * y[j];
+                    y[k] = s * exp(-M[(int64_t)k * D + k]);
+                }
+                for (int k = D - 1; k >= 0; k--) {
+                    double s = y[k];
+                    for (int j = k + 1; j < D; j++) s -= M[(int64_t)j * D + k] * y[j];
+                    y[k] = s;
+                }
+            }
+            break;
+        }
         case T_LU_U:
         case T_LU_LT:
         case T_LU_UT: {

@@ -305,7 +305,8 @@ int tir_verify(const tprog *p, char *err, size_t errlen) {
         }
         case T_LU_U:
         case T_LU_LT:
-        case T_LU_UT: {
+        case T_LU_UT:
+        case T_LU_INVT: {
             const tnode *x = &p->nodes[n->in[0]], *m = &p->nodes[n->in[1]];
             if (x->rows != 0 || m->rows != x->w || m->w != x->w || n->w != x->w) FAIL("%s: %%%d lu: bad shapes", p->name, i);
             break;

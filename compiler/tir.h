@@ -16,7 +16,8 @@
  * use nodes before b; nodes after e may use e but no body node. Loops do not nest.
  *
  * LU layout: lu is [D, D]; L = I + strictly-lower(lu); U = strictly-upper(lu) + diag(exp(diag(lu))).
- * LU_FWD: y = L (U x); LU_INV: x = U^-1 (L^-1 y) (forward then back substitution).
+ * LU_FWD: y = L (U x); LU_INV: x = U^-1 (L^-1 y) (forward then back substitution); for
+ * gradients, LU_U, LU_LT, LU_UT (products) and LU_INVT: y = L^-T (U^-T x), the adjoint of LU_INV.
  *
  * RANDN/RANDLOGISTIC (counter-based, so any tiling gives the same numbers): for global row
  * r = row0 + (the row's index within the call) and column c of a node with width w,

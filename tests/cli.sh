@@ -60,4 +60,12 @@ expect 0 "sample then eval (JIT)" "bits per dimension" sh -c "'$NFC' sample exam
 expect 0 "conditional sample with one context row" "" sh -c "printf '1,0\n' > '$tmp_cli/c1.csv' && '$NFC' sample examples/cmoons.flow -n 50 --context '$tmp_cli/c1.csv' -o '$tmp_cli/cs.csv'"
 expect 0 "emit llvm" "" "$NFC" examples/moons.flow --emit=llvm -o "$tmp_cli/m.ll"
 expect 0 "emitted IR names the programs" "define.*forward" cat "$tmp_cli/m.ll"
+# nfc data --log-density-of: the exact density at given points, the same as --log-density
+# gives at the samples themselves
+expect 0 "data --log-density-of" "log-density of moons at 300 points" sh -c "'$NFC' data moons -n 300 --seed 4 -o '$tmp_cli/d.csv' --log-density '$tmp_cli/d_lp.csv' && '$NFC' data moons --log-density-of '$tmp_cli/d.csv' -o '$tmp_cli/d_lp2.csv'"
+if cmp -s "$tmp_cli/d_lp.csv" "$tmp_cli/d_lp2.csv"; then pass; else fail "$NFC: cli: data --log-density-of differs from --log-density at the same points"; fi
+expect 1 "data --log-density-of: wrong columns" "2 columns, but gmm is 8-D" "$NFC" data gmm --log-density-of "$tmp_cli/d.csv" -o "$tmp_cli/x.csv"
+expect 1 "data --log-density-of: missing file" "nope.csv" "$NFC" data moons --log-density-of "$tmp_cli/nope.csv" -o "$tmp_cli/x.csv"
+expect 2 "data --log-density-of with -n" "takes no -n" "$NFC" data moons --log-density-of "$tmp_cli/d.csv" -n 3 -o "$tmp_cli/x.csv"
+expect 2 "data --log-density-of without -o" "missing -o" "$NFC" data moons --log-density-of "$tmp_cli/d.csv"
 rm -rf "$tmp_cli"

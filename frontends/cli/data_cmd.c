@@ -1,7 +1,9 @@
-/* frontends/cli/data_cmd.c: `nfc data NAME -n N -o X [--seed S] [--dim D] [--log-density LP]`.
+/* frontends/cli/data_cmd.c: `nfc data NAME -n N -o X [--seed S] [--dim D] [--log-density LP]`
+ * and `nfc data NAME --log-density-of X -o LP [--dim D]`.
  * Input: argv after the word "data". Output: N samples of the named toy data set (runtime/
  * datasets.h) as f64, NPY or CSV by the extension of X; with --log-density, each sample's exact
- * log-density as an [N, 1] file; one summary line on stderr. Exit 0, 1 when a file cannot be
+ * log-density as an [N, 1] file; with --log-density-of, the exact log-density of the data set
+ * at the points of X (e.g. a model's samples) as an [N, 1] file; one summary line on stderr. Exit 0, 1 when a file cannot be
  * written or memory runs out, 2 for usage errors (with a did-you-mean for a misspelt name).
  * The log-density, the slow part for the curve sets, is computed on all online CPUs; the
  * result does not depend on their number. */
@@ -110,17 +112,49 @@ static int log_density_parallel(const char *name, int dim, int64_t n, const doub
     return 0;
 }
 
+/* the exact log-density at the points of file `in`, written to `out` */
+static int density_of(const char *name, int D, const char *in, const char *out) {
+    char err[1024];
+    rt_array a;
+    memset(&a, 0, sizeof a);
+    if (rt_read_data(in, &a, err, sizeof err)) {
+        fprintf(stderr, "nfc data: error: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    double *lp = NULL;
+    if (a.shape[1] != D) {
+        fprintf(stderr, "nfc data: error: %s: %lld columns, but %s is %d-D\n", in, (long long)a.shape[1], name, D);
+        rc = 1;
+    } else if (!(lp = malloc(sizeof(double) * (size_t)a.shape[0]))) {
+        fprintf(stderr, "nfc data: error: out of memory for %lld values\n", (long long)a.shape[0]);
+        rc = 1;
+    } else if (log_density_parallel(name, D, a.shape[0], a.data, lp, err, sizeof err) ||
+               rt_write_data(out, lp, a.shape[0], 1, RT_F64, err, sizeof err)) {
+        fprintf(stderr, "nfc data: error: %s\n", err);
+        rc = 1;
+    } else {
+        fprintf(stderr, "nfc data: wrote the log-density of %s at %lld point%s of %s to %s\n", name,
+                (long long)a.shape[0], a.shape[0] == 1 ? "" : "s", in, out);
+    }
+    free(lp);
+    rt_array_free(&a);
+    return rc;
+}
+
 int cmd_data(int argc, char **argv) {
-    const char *name = NULL, *out = NULL, *lpath = NULL;
+    const char *name = NULL, *out = NULL, *lpath = NULL, *of = NULL;
     int64_t n = -1, dim = 0;
     uint64_t seed = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs("usage: nfc data NAME -n N -o X [--seed S] [--dim D] [--log-density LP]\n" NFC_DATA_USAGE, stdout);
+            fputs("usage: nfc data NAME -n N -o X [--seed S] [--dim D] [--log-density LP]\n"
+                  "       nfc data NAME --log-density-of X -o LP [--dim D]\n" NFC_DATA_USAGE, stdout);
             return 0;
         }
         if ((v = optval(argc, argv, &i, "-o"))) out = v;
+        else if ((v = optval(argc, argv, &i, "--log-density-of"))) of = v;
         else if ((v = optval(argc, argv, &i, "--log-density"))) lpath = v;
         else if ((v = optval(argc, argv, &i, "-n"))) {
             if (*v && !parse_i64(v, 1, DATA_MAX_N, &n)) return usage("-n takes a count from 1 to 10^8, not '%s'", v);
@@ -159,6 +193,12 @@ int cmd_data(int argc, char **argv) {
     }
     int is_gmm = !strcmp(name, "gmm");
     if (dim && !is_gmm) return usage("--dim is only for gmm ('%s' is 2-D)", name);
+    if (of) {
+        if (n >= 0 || lpath || seed) return usage("%s", "--log-density-of takes no -n, --seed or --log-density");
+        if (!out) return usage("%s", "missing -o FILE, where to write the log-density (.npy or .csv)");
+        if (!strcmp(of, out)) return usage("--log-density-of and -o name the same file '%s'", out);
+        return density_of(name, rt_ds_dim(name, is_gmm ? (dim ? (int)dim : RT_DS_GMM_DEFAULT_DIM) : 0), of, out);
+    }
     if (n < 0) return usage("%s", "missing -n N, the number of samples");
     if (!out) return usage("%s", "missing -o FILE, where to write the samples (.npy or .csv)");
     if (lpath && !strcmp(lpath, out)) return usage("--log-density and -o name the same file '%s'", out);

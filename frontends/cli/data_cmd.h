@@ -14,5 +14,7 @@ int cmd_data(int argc, char **argv);
     "    -n N                 number of samples, 1..10^8 (required)\n" \
     "    --seed S             default 0; sample i depends only on (S, i)\n" \
     "    --dim D              dimension of gmm, 2..1024 (default 8)\n" \
-    "    --log-density LP     also write each sample's exact log-density (nats), [N, 1]\n"
+    "    --log-density LP     also write each sample's exact log-density (nats), [N, 1]\n" \
+    "  data NAME --log-density-of X -o LP [--dim D]   the exact log-density of the data set\n" \
+    "                         at the points of X (e.g. a model's samples), [N, 1]\n"
 #endif

@@ -274,6 +274,21 @@ static void ref_eval(const tprog *p, const int64_t *poff, int64_t n, int64_t row
                 }
             break;
         }
+        case T_LU_INVT: {   /* solve (L U)^T y = x with explicit matrices: U^T w = x, then L^T y = w */
+            const double *M = v[t->in[1]];
+            int D = w;
+            for (int64_t r = 0; r < n; r++) {
+                double *y = o + r * D;
+                for (int k = 0; k < D; k++) {
+                    double acc = A[r * D + k];
+                    for (int j = 0; j < k; j++) acc -= M[j * D + k] * y[j];   /* U^T[k][j] = U[j][k] */
+                    y[k] = acc / exp(M[k * D + k]);
+                }
+                for (int k = D - 1; k >= 0; k--)
+                    for (int j = k + 1; j < D; j++) y[k] -= M[j * D + k] * y[j];   /* L^T[k][j] = L[j][k] */
+            }
+            break;
+        }
         case T_LOOP_BEGIN:
             if (trip == 0) memcpy(o, A, sizeof(double) * (size_t)(R * w));
             break;
@@ -785,9 +800,9 @@ TEST(gradient_ops) {
     tref W = t_param(p, g, 0), v = t_param(p, g, 1), lu = t_param(p, g, 2);
     tref nt = t_matmul_nt(p, x, W);                       /* [n, 5] */
     int32_t sidx[5] = { 2, 0, 2, 6, 1 };                  /* with a repeated index */
-    tref parts[6] = { nt, t_lu(p, T_LU_U, y, lu), t_lu(p, T_LU_LT, y, lu), t_lu(p, T_LU_UT, y, lu),
-                      t_scatter(p, z, sidx, 5, 7), t_un(p, T_NONZERO, t_un(p, T_RELU, y)) };
-    t_output(p, t_concat(p, parts, 6));
+    tref parts[7] = { nt, t_lu(p, T_LU_U, y, lu), t_lu(p, T_LU_LT, y, lu), t_lu(p, T_LU_UT, y, lu),
+                      t_scatter(p, z, sidx, 5, 7), t_un(p, T_NONZERO, t_un(p, T_RELU, y)), t_lu(p, T_LU_INVT, y, lu) };
+    t_output(p, t_concat(p, parts, 7));
     tref bs = t_batchsum(p, y);                           /* [1, 4] */
     tref tn = t_matmul_tn(p, x, y);                       /* [3, 4] */
     tref e1 = t_bin(p, T_MUL, t_un(p, T_TANH, t_bin(p, T_MUL, bs, t_const(p, 0.1))), v);   /* epilogue */
@@ -811,8 +826,8 @@ TEST(gradient_ops) {
     arena_free(&ar);
 }
 
-/* every program derived from the examples (forward, inverse, log_prob, sample, loss_grad)
- * gives the interpreter's results */
+/* every program derived from the examples (forward, inverse, log_prob, sample, loss_grad,
+ * inverse_grad) gives the interpreter's results */
 TEST(jit_equals_interpreter) {
     static const char *const files[] = { "examples/moons.flow", "examples/cmoons.flow", "examples/maf.flow",
                                          "examples/glow_dense.flow", "examples/custom.flow" };
@@ -830,16 +845,19 @@ TEST(jit_equals_interpreter) {
         }
         ir_graph *g = res.flows[0];
         derived dv;
-        tprog *gp = NULL;
+        tprog *gp = NULL, *gi = NULL;
         char err[1024] = "";
-        if (derive_all(g, &ar, &dv, err, sizeof err) || grad_build(g, &ar, &gp, err, sizeof err)) {
+        if (derive_all(g, &ar, &dv, err, sizeof err) || grad_build(g, &ar, &gp, err, sizeof err) ||
+            grad_build_inverse(g, &ar, &gi, err, sizeof err)) {
             CHECK(0, "%s: %s", files[fi], err);
             arena_free(&ar);
             continue;
         }
-        const tprog *progs[PROG_COUNT + 1];
+        enum { NPROG = PROG_COUNT + 2 };
+        const tprog *progs[NPROG];
         for (int k = 0; k < PROG_COUNT; k++) progs[k] = dv.p[k];
         progs[PROG_COUNT] = gp;
+        progs[PROG_COUNT + 1] = gi;
         int64_t np = tir_param_offsets(g, NULL), *poff = calloc((size_t)g->np + 1, sizeof *poff);
         tir_param_offsets(g, poff);
         double *params = malloc(sizeof(double) * (size_t)(np + 1));
@@ -856,19 +874,19 @@ TEST(jit_equals_interpreter) {
                 cg_module *m = NULL;
                 char prefix[32];
                 snprintf(prefix, sizeof prefix, "ex%d", uniq++);
-                int rc = cg_build(progs, PROG_COUNT + 1, g, prefix, &o, &m, err, sizeof err);
+                int rc = cg_build(progs, NPROG, g, prefix, &o, &m, err, sizeof err);
                 CHECK(rc == 0, "%s: %s", files[fi], err);
                 if (rc) continue;
-                kern k[PROG_COUNT + 1];
-                char names[PROG_COUNT + 1][96];
-                for (int q = 0; q <= PROG_COUNT; q++) {
+                kern k[NPROG];
+                char names[NPROG][96];
+                for (int q = 0; q < NPROG; q++) {
                     k[q].ws = cg_workspace_bytes(m, q);
                     k[q].V = cg_vector_width(m);
                     k[q].dtype = dt;
                     snprintf(names[q], sizeof names[q], "%s", cg_function_name(m, q));
                 }
                 if (jit_add(J, m, err, sizeof err)) { CHECK(0, "%s", err); continue; }
-                for (int q = 0; q <= PROG_COUNT; q++) {
+                for (int q = 0; q < NPROG; q++) {
                     const tprog *p = progs[q];
                     k[q].f = (kern_fn)jit_lookup(J, names[q], err, sizeof err);
                     CHECK(k[q].f != NULL, "%s", err);
