@@ -871,10 +871,92 @@ static LLVMValueRef accptr(cgx *x, int i, LLVMValueRef e) {
 }
 static LLVMValueRef masked(cgx *x, LLVMValueRef v) { return x->V > 1 ? sel(x, x->tmask, v, cst(x, x->VT, 0)) : v; }
 
-static void red_zero(cgx *x, int i) {
+/* MATMUL_TN with V > 1 keeps instead one accumulator per element (not per lane), rows of
+ * qpad = w rounded up to V elements, updated by a register-blocked kernel (tn_accumulate). */
+static int tn_blocked(cgx *x, int i) { return x->V > 1 && ND(x, i)->op == T_MATMUL_TN; }
+static int64_t tn_qpad(cgx *x, int i) { return (ND(x, i)->w + x->V - 1) / x->V * x->V; }
+static int64_t red_acc_bytes(cgx *x, int i) {
     const tnode *nd = ND(x, i);
-    LLVMBuildMemSet(x->b, accptr(x, i, ci64(x, 0)), LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0),
-                    ci64(x, (int64_t)nd->rows * nd->w * x->V * x->esz), (unsigned)x->valign);
+    return tn_blocked(x, i) ? (int64_t)nd->rows * tn_qpad(x, i) * x->esz : (int64_t)nd->rows * nd->w * x->V * x->esz;
+}
+/* tn_blocked: after the accumulators (64-byte aligned), A's tile with invalid rows zeroed */
+static int64_t tn_am_offset(cgx *x, int i) { return (red_acc_bytes(x, i) + 63) / 64 * 64; }
+
+static void red_zero(cgx *x, int i) {
+    LLVMBuildMemSet(x->b, auxptr(x, i, ci64(x, 0)), LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0),
+                    ci64(x, red_acc_bytes(x, i)), (unsigned)x->valign);
+}
+
+/* Transposes V vectors of V lanes in place (log2 V stages of two-source shuffles): afterwards
+ * v[r] holds lane r of every input vector, in order. */
+static void transpose_vv(cgx *x, LLVMValueRef *v) {
+    int V = x->V;
+    for (int h = V / 2; h >= 1; h /= 2) {
+        LLVMValueRef ma[64], mb[64];
+        for (int e = 0; e < V; e++) {
+            int k = e - e % (2 * h), off = e % (2 * h);
+            ma[e] = ci32(x, off < h ? k + off : V + k + off - h);
+            mb[e] = ci32(x, off < h ? k + off + h : V + k + off);
+        }
+        LLVMValueRef cma = LLVMConstVector(ma, (unsigned)V), cmb = LLVMConstVector(mb, (unsigned)V);
+        for (int a = 0; a < V; a++) {
+            if (a & h) continue;
+            LLVMValueRef p = v[a], q = v[a + h];
+            v[a] = LLVMBuildShuffleVector(x->b, p, q, cma, "");
+            v[a + h] = LLVMBuildShuffleVector(x->b, p, q, cmb, "");
+        }
+    }
+}
+
+/* MATMUL_TN, acc[a][b] += sum over the tile's rows r of A[a][r] * B[b][r], for V > 1.
+ * A's tile is first copied with invalid rows (past n) set to 0 (Am, beside the accumulators),
+ * so that a NaN computed from the zero padding cannot leak in. For each block of V columns
+ * b: the block of B (V feature vectors over the rows, invalid rows masked to 0) is
+ * transposed in registers into Bt[r] (a vector over the block's b for row r); then for every
+ * a, acc[a][block] += sum_r splat(Am[a][r]) * Bt[r], with four partial sums (r mod 4) to
+ * shorten the dependency chains. The order of the sums is fixed, so the result is
+ * deterministic. */
+static void tn_accumulate(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    int A = nd->in[0], B = nd->in[1], V = x->V;
+    int64_t q = nd->w, qpad = tn_qpad(x, i), nblk = qpad / V, am = (x->aux[i] + tn_am_offset(x, i)) / x->esz;
+    cgloop Lc, Lb, La;
+    int64_t save = x->unroll;
+    x->unroll = 0;   /* the loops stay loops: the bodies are already V-way unrolled */
+    FOR(x, Lc, nd->rows, c) {
+        LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, am), LLVMBuildNSWMul(x->b, c, ci64(x, V), ""), "");
+        store(x, masked(x, bload(x, A, c)), LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->valign);
+    }
+    FOR(x, Lb, nblk, bb) {
+        LLVMValueRef bt[64];
+        LLVMValueRef b0 = LLVMBuildNSWMul(x->b, bb, ci64(x, V), "");
+        for (int j = 0; j < V; j++) {
+            /* B[b0 + j], or 0 past the last column (clamped load, then select) */
+            LLVMValueRef bj = LLVMBuildNSWAdd(x->b, b0, ci64(x, j), "");
+            LLVMValueRef in = LLVMBuildICmp(x->b, LLVMIntSLT, bj, ci64(x, q), "");
+            LLVMValueRef v = bload(x, B, sel(x, in, bj, ci64(x, q - 1)));
+            bt[j] = sel(x, in, masked(x, v), cst(x, x->VT, 0));
+        }
+        transpose_vv(x, bt);
+        FOR(x, La, nd->rows, a) {
+            LLVMValueRef part[4] = { NULL, NULL, NULL, NULL };
+            LLVMValueRef abase = LLVMBuildNSWAdd(x->b, ci64(x, am), LLVMBuildNSWMul(x->b, a, ci64(x, V), ""), "");
+            for (int r = 0; r < V; r++) {
+                LLVMValueRef idx = LLVMBuildNSWAdd(x->b, abase, ci64(x, r), "");
+                LLVMValueRef s = load(x, x->T, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->esz);
+                LLVMValueRef t = fmul(x, splat(x, s), bt[r]);
+                part[r % 4] = part[r % 4] ? fadd(x, part[r % 4], t) : t;
+            }
+            LLVMValueRef sum = part[0];
+            if (part[1]) sum = fadd(x, sum, part[1]);
+            if (part[2] && part[3]) sum = fadd(x, sum, fadd(x, part[2], part[3]));
+            else if (part[2]) sum = fadd(x, sum, part[2]);
+            LLVMValueRef e = LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, a, ci64(x, qpad), ""), b0, "");
+            LLVMValueRef p = auxptr(x, i, e);
+            store(x, fadd(x, load(x, x->VT, p, x->valign), sum), p, x->valign);
+        }
+    }
+    x->unroll = save;
 }
 
 static void red_add(cgx *x, int i, LLVMValueRef e, LLVMValueRef v) {
@@ -889,7 +971,8 @@ static void red_accumulate(cgx *x, int i) {
         FOR(x, La, nd->w, j) red_add(x, i, j, masked(x, bload(x, nd->in[0], j)));
         return;
     }
-    /* MATMUL_TN: acc[a][b] += a_r * b_r */
+    if (tn_blocked(x, i)) { tn_accumulate(x, i); return; }
+    /* MATMUL_TN, V = 1: acc[a][b] += a_r * b_r */
     int A = nd->in[0], B = nd->in[1];
     FOR(x, La, nd->rows, ia) {
         LLVMValueRef av = masked(x, bload(x, A, ia));
@@ -903,6 +986,16 @@ static void red_accumulate(cgx *x, int i) {
 static void red_finish(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     cgloop L;
+    if (tn_blocked(x, i)) {   /* copy the [rows, qpad] accumulators to [rows, w] */
+        cgloop La;
+        int64_t qpad = tn_qpad(x, i);
+        FOR(x, La, nd->rows, a) {
+            LLVMValueRef d = gep(x, x->T, x->ubase[i], LLVMBuildNSWMul(x->b, a, ci64(x, nd->w), ""));
+            LLVMValueRef sp = auxptr(x, i, LLVMBuildNSWMul(x->b, a, ci64(x, qpad), ""));
+            LLVMBuildMemCpy(x->b, d, (unsigned)x->esz, sp, (unsigned)x->esz, ci64(x, (int64_t)nd->w * x->esz));
+        }
+        return;
+    }
     FOR(x, L, (int64_t)nd->rows * nd->w, e) {
         LLVMValueRef v = load(x, x->VT, accptr(x, i, e), x->valign), s = v;
         if (x->V > 1) {
@@ -1074,9 +1167,10 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
             x->aux[i] = off;
             off += round64((int64_t)nd->w * x->esz);
         }
-        if (t_ops[nd->op].flags & TF_RED) {   /* per-lane accumulators */
+        if (t_ops[nd->op].flags & TF_RED) {   /* accumulators (red_acc_bytes) */
             x->aux[i] = off;
-            off += round64((int64_t)nd->rows * nd->w * x->V * x->esz);
+            off += round64(red_acc_bytes(x, i));
+            if (tn_blocked(x, i)) off += round64((int64_t)nd->rows * x->V * x->esz);   /* Am */
         }
     }
 
