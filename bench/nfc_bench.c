@@ -1,7 +1,9 @@
 /* bench/nfc_bench.c: the nfc side of `ninja bench` (bench/run drives it; bench/torch_bench.py
  * is the PyTorch side). One model per process, so the peak RSS is the model's.
  *
- *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR]
+ *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N]
+ *
+ * (--shard: rows per shard of a training batch; default 32 as in nfc train; for analysis.)
  *
  * Prints "key value" lines on stdout:
  *   rss0_kb          RSS before compiling (libraries loaded, nothing else)
@@ -14,6 +16,7 @@
  *   train_sps        training samples/s: rt_train_run (what `nfc train` runs: T threads,
  *                    shards of 32 rows, deterministic reduction, clipping, AdamW), timed
  *                    between its per-step progress callbacks
+ *   train_bigshard_sps  the same with shards of B / T rows (one per thread), for analysis
  *   logprob_api_sps  nfc_log_prob (doubles in and out, converted in chunks; one thread)
  *   logprob_aot1_sps the AOT library's <prefix>_log_prob (float in and out), one thread
  *   logprob_aot_sps  the same on T threads, each a contiguous part of the batch with its own
@@ -190,12 +193,14 @@ int main(int argc, char **argv) {
     const char *path = NULL, *tmp = "/tmp";
     int64_t B = 1024;
     int T = 2;
+    int64_t shard = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--time") && i + 1 < argc) g_target = atof(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tmp") && i + 1 < argc) tmp = argv[++i];
+        else if (!strcmp(argv[i], "--shard") && i + 1 < argc) shard = atoll(argv[++i]);
         else if (argv[i][0] != '-' && !path) path = argv[i];
         else { fprintf(stderr, "usage: nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR]\n"); return 2; }
     }
@@ -321,6 +326,7 @@ int main(int argc, char **argv) {
     cfg.valid_frac = 0;
     cfg.steps = 1000000000;
     cfg.actnorm_init = 0; /* PyTorch's side has no data-dependent init either */
+    if (shard > 0) cfg.shard = shard; /* default 32, as nfc train; other sizes only for analysis */
     rt_train_data data = { tx, NULL, ntrain, NULL, NULL, 0 };
     train_ctx tc;
     memset(&tc, 0, sizeof tc);
@@ -338,6 +344,21 @@ int main(int argc, char **argv) {
     printf("grad_compile_ms %.2f\n", 1e3 * tc.grad_compile_s);
     printf("train_sps %.1f\n", (double)B / tc.best_step_s);
     printf("train_loss %.6g\n", res.train_loss);
+    /* for analysis: the same with one shard per thread (shard = B / T), which cuts the per-shard
+     * cost (the gradient program's epilogue and the f64 sum, each O(parameters)) 16-fold at
+     * B = 1024, T = 2. Not what nfc train does by default. */
+    if (shard <= 0 && B / T > cfg.shard) {
+        cfg.shard = (B + T - 1) / T;
+        memset(&tc, 0, sizeof tc);
+        tc.warm = 2;
+        tc.reps = g_reps;
+        tc.target = g_target;
+        tc.best_step_s = INFINITY;
+        tc.t_call = now_s();
+        rc = rt_train_run(m, &cfg, &data, NULL, &cb, &res, err, sizeof err);
+        if (rc < 0) die("rt_train_run", err);
+        printf("train_bigshard %lld\ntrain_bigshard_sps %.1f\n", (long long)cfg.shard, (double)B / tc.best_step_s);
+    }
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
