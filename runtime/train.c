@@ -32,7 +32,7 @@ void rt_train_config_default(rt_train_config *c) {
     c->valid_every = 0;
     c->seed = 0;
     c->threads = 0;
-    c->shard = 32;
+    c->shard = 0;
     c->save_every = 0;
     c->actnorm_init = 1;
 }
@@ -561,7 +561,7 @@ static int check_config(const rt_train_config *c, char *err, size_t errlen) {
     if (!(c->valid_frac >= 0 && c->valid_frac < 1))
         return errf(err, errlen, "the validation fraction must be in [0, 1), not %g", c->valid_frac);
     if (c->valid_every < 0 || c->save_every < 0) return errf(err, errlen, "valid_every and save_every must be >= 0");
-    if (c->shard < 1) return errf(err, errlen, "the shard size must be at least 1 row, not %lld", (long long)c->shard);
+    if (c->shard < 0) return errf(err, errlen, "the shard size must be at least 1 row (or 0: automatic), not %lld", (long long)c->shard);
     if (c->threads < 0) return errf(err, errlen, "the thread count must be >= 0, not %d", c->threads);
     return 0;
 }
@@ -644,7 +644,18 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
     memset(&s, 0, sizeof s);
     s.seed = cfg->seed;
     s.batch = B;
-    s.shard = cfg->shard;
+    /* automatic shards: a quarter of the batch, a multiple of 16 rows, 32 to 256 rows. Each
+     * shard is one call of the gradient kernel, which costs a pass over the parameters
+     * besides the rows' work (measured: 512-row shards trained 2-2.4x faster than 32-row
+     * ones at H = 64 and 256); a quarter of the batch keeps 4 shards for the threads. The
+     * size depends only on the batch, never on the thread count. */
+    int64_t shard = cfg->shard;
+    if (shard <= 0) {
+        shard = (B / 4 + 15) / 16 * 16;
+        if (shard < 32) shard = 32;
+        if (shard > 256) shard = 256;
+    }
+    s.shard = shard;
     s.warmup = cfg->warmup;
     s.total_steps = total;
     s.train_rows = ntrain;
@@ -718,7 +729,7 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
         vc = vcg;
     }
     int threads = cfg->threads > 0 ? cfg->threads : online_cpus();
-    int64_t nshards = (B + cfg->shard - 1) / cfg->shard;
+    int64_t nshards = (B + shard - 1) / shard;
     if (threads > nshards) threads = (int)nshards;
     if (step0 < total) {
         pool = rt_pool_new(m, threads, err, errlen);
@@ -760,7 +771,7 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
             goto done;
         }
         double lsum;
-        if (rt_pool_loss_grad(pool, B, xb, cb_, cfg->shard, &lsum, g, err, errlen)) { rc = -1; goto done; }
+        if (rt_pool_loss_grad(pool, B, xb, cb_, shard, &lsum, g, err, errlen)) { rc = -1; goto done; }
         double loss = lsum / (double)B;
         for (int64_t i = 0; i < P; i++) g[i] /= (double)B;
         /* the NaN guard, before any update */

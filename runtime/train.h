@@ -20,7 +20,8 @@
  *     counter-based hash of (seed, e); update k (0-based) takes rows
  *     [(k mod S) * B, (k mod S) * B + B) of epoch k / S's order, where S is the number of
  *     whole batches per epoch (the last incomplete batch is dropped);
- *   - a batch is cut into shards of a fixed size (`shard`, 32 rows) whatever the thread
+ *   - a batch is cut into shards of a fixed size (`shard`: by default a quarter of the batch,
+ *     32 to 256 rows) whatever the thread
  *     count; threads take shards and their loss and gradient sums are added in shard order.
  * So a run that stops and resumes from a checkpoint (which records the step and every
  * setting) ends with bit-identical parameters and optimizer state, given the same backend
@@ -63,8 +64,9 @@ typedef struct {
                                 always also after the last update */
     uint64_t seed;           /* batches and validation split; default 0 */
     int      threads;        /* worker threads; 0 (default): the number of online CPUs */
-    int64_t  shard;          /* rows per shard of a batch; default 32 (part of the result:
-                                a resumed run must use the same) */
+    int64_t  shard;          /* rows per shard of a batch; 0 (default): a quarter of the batch,
+                                a multiple of 16 from 32 to 256 rows (part of the result: a
+                                resumed run must use the same) */
     int64_t  save_every;     /* call the checkpoint callback every this many updates (and
                                 always at the end); default 0: only at the end */
     int      actnorm_init;   /* 1 (default): data-dependent actnorm initialization on the first

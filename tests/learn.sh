@@ -48,7 +48,7 @@ ln_gap() {
     if ln_below "$nll" "$ent" "$margin"; then pass; else fail "$NFC: learn: $name: test NLL $nll is not within $margin nats of the true entropy $ent"; fi
 }
 
-ln_gap 8gaussians tests/learn/8gaussians.flow 8gaussians 20000 0.1 --steps 5000 --batch 256 --lr 5e-3 --seed 1
+ln_gap 8gaussians tests/learn/8gaussians.flow 8gaussians 20000 0.1 --steps 10000 --batch 256 --lr 5e-3 --seed 1
 ln_gap gmm8 tests/learn/gmm8.flow "gmm --dim 8" 50000 0.5 --steps 2000 --batch 256 --lr 5e-3 --seed 1
 
 # moons: train, sample, and score the samples with the true density and the distance to the arcs

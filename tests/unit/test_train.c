@@ -205,7 +205,7 @@ TEST(lr_schedule) {
     rt_train_config_default(&c);
     CHECK(c.batch == 256 && c.lr == 1e-3 && c.beta1 == 0.9 && c.beta2 == 0.999 && c.eps == 1e-8);
     CHECK(c.weight_decay == 0 && c.clip_norm == 10 && c.warmup == 100 && c.final_lr_frac == 0.05);
-    CHECK(c.valid_frac == 0.1 && c.shard == 32 && c.epochs == 0 && c.steps == 0);
+    CHECK(c.valid_frac == 0.1 && c.shard == 0 && c.epochs == 0 && c.steps == 0);
     c.warmup = 10;
     int64_t T = 110;
     CHECK_NEAR(rt_train_lr(&c, 1, T), 1e-4, 1e-18);
