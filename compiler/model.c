@@ -149,7 +149,7 @@ static int build_jit(nfc_model *m) {
         int64_t b = cg_workspace_bytes(cm, k);
         if (b > m->ws_bytes) m->ws_bytes = b;
     }
-    if (jit_create(&m->jit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
+    if (jit_create_opt(&m->jit, m->opt.opt_level, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
     if (jit_add(m->jit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
     for (int k = 0; k < PROG_COUNT; k++) {
         char name[64];
@@ -511,7 +511,7 @@ static int build_grad(nfc_model *m) {
         cg_module *cm = NULL;
         if (cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err)) return fail(m, "code generation (gradient): %s", err);
         m->gws_bytes = cg_workspace_bytes(cm, 0);
-        if (jit_create(&m->gjit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
+        if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
         if (jit_add(m->gjit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
         m->gfn = (kernel_fn)jit_lookup(m->gjit, "nfcgrad_loss_grad", err, sizeof err);
         if (!m->gfn) return fail(m, "JIT: %s", err);
