@@ -6,7 +6,8 @@
  * The flow: dimension 1..8, an optional context of 1..3, a base (normal, normal(learned),
  * logistic), 1..7 layers (actnorm, linear lu, affine/additive coupling with every kind of
  * mask, maf, glow_step, reverse, permute seed=, leaky_relu slope=, sigmoid, logit), a few
- * wrapped in `repeat`; conditioners mlp/made with 1..2 hidden layers of width 1..8 and any
+ * wrapped in `repeat`; or, one time in four, graph form (split/chunk, affine with scale and/or
+ * shift, additive, a layer applied to a value, concat in either order, output); conditioners mlp/made with 1..2 hidden layers of width 1..8 and any
  * activation, or a user net with a residual block; scalings exp, tanh (clamp=) and sigmoid;
  * parameters from the initializer with init_scale 0..0.5 (so no layer is the identity).
  *
@@ -98,6 +99,7 @@ typedef struct {
     int    nexp;     /* exp scalings so far */
     int    user_net; /* the flow uses the user net 'un' */
     int    any_sigmoid;  /* a sigmoid layer somewhere (its inverse needs (0,1)) */
+    int    bad;      /* graph form: a bound was exceeded; the input is skipped */
     double Minv;     /* rough bound on |value| in the inverse of a sample's z (a heuristic: composed
                         in forward order) */
 } gen;
@@ -255,6 +257,84 @@ static void layer(bytes *b, gen *g, str *t, int in_repeat) {
     g->Minv = I2;
 }
 
+/* A flow in graph form (D >= 2): one or two blocks of
+ *     aK, bK = split V [k, D-k]  (or: split V, chunk V 2, when D is even)
+ *     bK2 = affine bK scale=.. shift=.. | affine bK shift=.. | affine bK scale=.. | additive bK shift=..
+ *     hK = LAYER bK2              (actnorm, linear lu, leaky_relu, reverse, permute; or hK = bK2 is skipped)
+ *     uK = additive aK shift=NET(hK)
+ *     zK = concat uK, hK  (or hK, uK)
+ * then `output zK`. Bounds as in layer(). */
+static void graph(bytes *b, gen *g, str *t) {
+    int D = g->D, C = g->C;
+    const char *v = "x";
+    char vname[16];
+    int nblocks = 1 + pick(b, 2);
+    for (int k = 1; k <= nblocks; k++) {
+        double M = g->M, s = g->s, I = g->Minv;
+        double mc = g->Mctx > M ? g->Mctx : M;
+        int na = 1 + pick(b, D - 1), nb;
+        int how = pick(b, 3);
+        if (how > 0 && D % 2 == 0) {
+            na = D / 2;
+            if (how == 1) put(t, "  a%d, b%d = split %s\n", k, k, v);
+            else put(t, "  a%d, b%d = chunk %s 2\n", k, k, v);
+        } else {
+            put(t, "  a%d, b%d = split %s [%d, %d]\n", k, k, v, na, D - na);
+        }
+        nb = D - na;
+        str net = { 0 };
+        double N1 = net_text(b, g, &net, 0, na + C, mc), Ls = 0;
+        int is_exp = 0;
+        switch (pick(b, 4)) {
+        case 0:
+            put(t, "  s%d, t%d = chunk %s(a%d) 2\n  b%d2 = affine b%d scale=s%d shift=t%d", k, k, net.s, k, k, k, k, k);
+            Ls = scaling_text(b, g, t, N1, &is_exp);
+            break;
+        case 1: put(t, "  b%d2 = affine b%d shift=%s(a%d)", k, k, net.s, k); break;
+        case 2:
+            put(t, "  b%d2 = affine b%d scale=%s(a%d)", k, k, net.s, k);
+            Ls = scaling_text(b, g, t, N1, &is_exp);
+            N1 = 0;
+            break;
+        default: put(t, "  b%d2 = additive b%d shift=%s(a%d)", k, k, net.s, k); break;
+        }
+        put(t, "\n");
+        free(net.s);
+        if (Ls > 20 || (is_exp && g->nexp >= 2)) { put(t, "  # (scale bound too large: regenerate)\n"); }
+        double Mb = exp(Ls) * M + N1, Ib = exp(Ls) * (I + N1);
+        const char *hv = "h";
+        switch (pick(b, 6)) {
+        case 0: put(t, "  h%d = actnorm b%d2\n", k, k); Mb = exp(s) * Mb + s; Ib = exp(s) * (Ib + s); break;
+        case 1:
+            put(t, "  h%d = linear b%d2 lu\n", k, k);
+            Mb = (1 + (nb - 1) * s) * (exp(s) + (nb - 1) * s) * Mb + s;
+            Ib = pow(1 + s * exp(s), 2 * nb) * exp(s) * (Ib + s);
+            break;
+        case 2: put(t, "  h%d = leaky_relu b%d2 slope=0.5\n", k, k); Ib *= 2; break;
+        case 3: put(t, "  h%d = reverse b%d2\n", k, k); break;
+        case 4: put(t, "  h%d = permute b%d2 seed=%d\n", k, k, pick(b, 9)); break;
+        default: hv = "b"; break;   /* no layer: use bK2 itself */
+        }
+        char hname[16];
+        snprintf(hname, sizeof hname, "%s%d%s", hv, k, hv[0] == 'b' ? "2" : "");
+        str net2 = { 0 };
+        double m2 = g->Mctx > Mb ? g->Mctx : Mb;
+        double N2 = net_text(b, g, &net2, 0, nb + C, m2);
+        put(t, "  u%d = additive a%d shift=%s(%s)\n", k, k, net2.s, hname);
+        free(net2.s);
+        if (pick(b, 2)) put(t, "  z%d = concat u%d, %s\n", k, k, hname);
+        else put(t, "  z%d = concat %s u%d\n", k, hname, k);
+        double Mu = M + N2, Iu = I + N2;
+        g->M = Mu > Mb ? Mu : Mb;
+        g->Minv = Iu > Ib ? Iu : Ib;
+        g->nexp += is_exp;
+        snprintf(vname, sizeof vname, "z%d", k);
+        v = vname;
+        if (!(g->M <= 1e8) || Ls > 20 || g->nexp > 2) g->bad = 1;
+    }
+    put(t, "  output %s\n", v);
+}
+
 /* ---- numerics ---- */
 /* log|det A| and ||A^-1||_inf of a D x D matrix (partial pivoting); returns 0, or -1 if singular */
 static int lu_logdet(const double *A, int D, double *logdet, double *inv_norm) {
@@ -355,7 +435,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     str body = { 0 };
     if (logit_in) { put(&body, "  logit\n"); g.M = 3; }  /* inputs in [0.05, 0.95]: |logit| < 3 */
-    int nl = 1 + pick(&b, 7);
+    int graph_form = D >= 2 && !logit_in && pick(&b, 4) == 0;
+    if (graph_form) graph(&b, &g, &body);
+    int nl = graph_form ? 0 : 1 + pick(&b, 7);
     for (int k = 0; k < nl; k++) {
         if (pick(&b, 6) == 0) {
             int reps = 1 + pick(&b, 3);
@@ -385,6 +467,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     if (!body.n) put(&body, "  reverse\n");
+    if (g.bad) { free(body.s); return 0; }   /* a graph whose bounds are too large: not run */
 
     str t = { 0 };
     if (g.user_net) put(&t, "net un(h) {\n  dense h tanh\n  residual { dense h elu; dense h }\n  dense out\n}\n");
