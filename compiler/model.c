@@ -211,7 +211,18 @@ static nfc_model *compile(const char *name, const char *text, size_t len, const 
     m->params = calloc((size_t)m->ptotal + 1, sizeof(double));
     m->paramsf = calloc((size_t)m->ptotal + 1, sizeof(float));
     m->hash = model_hash(m->g);
-    if (!m->params || !m->paramsf) { nfc_free(m); return NULL; }
+    if (!m->params || !m->paramsf) {
+        /* a flow within the language's limits can still have 10^10 parameters and more */
+        free(m->params);
+        free(m->paramsf);
+        diag_error(&m->dc, m->g->loc, "out of memory for the parameters of flow '%s' (%lld values)", m->g->name,
+                   (long long)m->ptotal);
+        nfc_diagnostics *d = take_diags(&m->ar, &m->dc);
+        if (diags) *diags = d;
+        else nfc_diagnostics_free(d);
+        free(m);
+        return NULL;
+    }
     nfc_params_init(m, m->opt.init_seed, m->opt.init_scale);
     if (m->opt.backend == NFC_BACKEND_JIT && build_jit(m)) {
         loc_t l = { m->g->loc.file, 0, 0, 0 };
