@@ -972,6 +972,12 @@ static void assign_(sema *s, const ast *c) {
             diag_error(s->dc, c->nargs ? c->args[0]->loc : c->opts[0].loc, "unexpected argument after the net application");
             return;
         }
+        if (c->callee->kind != AST_APPLY && c->callee->kind != AST_CALL) {
+            /* an expression such as 'sp(a) / 2': no name to look at */
+            diag_error(s->dc, c->callee->loc, "expected an operation or a net application such as mlp(32)(VALUE), not '%s'",
+                       expr_str(s, c->callee));
+            return;
+        }
         if (c->callee->kind != AST_APPLY) {
             int is_op = is_layer_word(c->callee->name);
             for (int i = 0; i < 5; i++) if (!strcmp(c->callee->name, graph_words[i])) is_op = 1;
