@@ -25,8 +25,8 @@
  *   - |inverse(forward(x)) - x| > 1e-8 (1 + |x| + |z|) cond(J), J the Jacobian (central
  *     differences), skipped when cond(J) > 1e10;
  *   - the forward log|det| differs from log|det J| by more than 1e-5 (1 + |log det|) plus
- *     10x the difference between two step sizes (which is large only at a kink: relu,
- *     leaky_relu);
+ *     10x the difference between two step sizes (rows where the two step sizes differ by
+ *     more than 1e-4 (1 + |log det|) have a kink within a step: relu, leaky_relu; skipped);
  *   - the inverse log|det| is not minus the forward's;
  *   - log p(x) is not log p_base(z) + log|det| (base density computed here);
  *   - the JIT and the interpreter differ (forward, inverse, log_prob, sample) by more than
@@ -558,8 +558,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         double cond = jn * ninv;
         if (!(cond >= 1)) cond = 1;
         if (cond > cond_max) cond_max = cond;
+        /* A kink (relu in a net, leaky_relu) within a step makes the two step sizes disagree;
+         * for a smooth map they agree to O(h^2). Such rows are not checked (the Richardson
+         * estimate is then off by up to a multiple of the jump, e.g. log 0.01). */
+        int kink = fabs(l1 - l2) > 1e-4 * (1 + fabs(lr));
         double ldtol = 1e-5 * (1 + fabs(lr)) * (cond > 1e3 ? cond / 1e3 : 1) + 10 * fabs(l1 - l2);
-        if (!(fabs(ld[r] - lr) <= ldtol))
+        if (!kink && !(fabs(ld[r] - lr) <= ldtol))
             BUG("row %d: forward log|det| %.17g, central differences %.17g (steps h, h/2: %.17g, %.17g; cond %g)", r, ld[r], lr,
                 l1, l2, cond);
         if (cond <= 1e10) {
