@@ -37,14 +37,41 @@ static void session_error(void *ctx, LLVMErrorRef e) {
     LLVMDisposeErrorMessage(msg);
 }
 
-int jit_create(nfc_jit **out, char *err, size_t errlen) {
+int jit_create(nfc_jit **out, char *err, size_t errlen) { return jit_create_opt(out, 2, err, errlen); }
+
+int jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen) {
     *out = NULL;
     cg_llvm_init();
     nfc_jit *j = calloc(1, sizeof *j);
     if (!j) { snprintf(err, errlen, "out of memory"); return -1; }
     LLVMOrcJITTargetMachineBuilderRef jtmb;
-    LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
-    if (e) { jit_error_msg(e, "jit: detecting the host", err, errlen); free(j); return -1; }
+    LLVMErrorRef e = NULL;
+    if (opt_level == 0) {
+        /* the host's target machine with the instruction selector and register allocator
+         * of -O0 (FastISel, fast regalloc): compiling is several times faster */
+        char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+        LLVMTargetRef target = NULL;
+        char *msg = NULL;
+        LLVMTargetMachineRef tm = NULL;
+        if (LLVMGetTargetFromTriple(triple, &target, &msg) == 0)
+            tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelNone, LLVMRelocPIC,
+                                         LLVMCodeModelJITDefault);
+        else
+            snprintf(err, errlen, "jit: no target for %s: %s", triple, msg ? msg : "?");
+        LLVMDisposeMessage(msg);
+        LLVMDisposeMessage(triple);
+        LLVMDisposeMessage(cpu);
+        LLVMDisposeMessage(features);
+        if (!tm) {
+            if (target) snprintf(err, errlen, "jit: cannot create a target machine for the host");
+            free(j);
+            return -1;
+        }
+        jtmb = LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm);   /* takes tm */
+    } else {
+        e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+        if (e) { jit_error_msg(e, "jit: detecting the host", err, errlen); free(j); return -1; }
+    }
     LLVMOrcLLJITBuilderRef b = LLVMOrcCreateLLJITBuilder();
     LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(b, jtmb);   /* takes jtmb */
     e = LLVMOrcCreateLLJIT(&j->j, b);                          /* takes b */

@@ -19,6 +19,10 @@ typedef struct nfc_jit nfc_jit;
 
 /* One LLJIT for the host. Returns 0, or -1 with a message (*out = NULL). */
 int   jit_create(nfc_jit **out, char *err, size_t errlen);
+/* The same with the code generator's optimization level: 0 compiles machine code with the
+ * -O0 code generator (fast instruction selection and register allocation, for quick
+ * compiles: tests, fuzzing); 1..3 use the host's default code generator (as jit_create). */
+int   jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen);
 /* Adds m's functions; consumes m (also on failure). Rejects modules built for another
  * architecture than the host's. Returns 0 or -1 with a message. */
 int   jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen);

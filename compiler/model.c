@@ -155,7 +155,7 @@ static int jit_prog(nfc_model *m, int k) {
     char err[1024];
     if (cg_build(progs, 1, m->g, "nfc", &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
     int64_t b = cg_workspace_bytes(cm, 0);
-    if (!m->jit && jit_create(&m->jit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
+    if (!m->jit && jit_create_opt(&m->jit, m->opt.opt_level, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
     if (jit_add(m->jit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
     char name[64];
     snprintf(name, sizeof name, "nfc_%s", prog_names[k]);
@@ -223,7 +223,18 @@ static nfc_model *compile(const char *name, const char *text, size_t len, const 
     m->params = calloc((size_t)m->ptotal + 1, sizeof(double));
     m->paramsf = calloc((size_t)m->ptotal + 1, sizeof(float));
     m->hash = model_hash(m->g);
-    if (!m->params || !m->paramsf) { nfc_free(m); return NULL; }
+    if (!m->params || !m->paramsf) {
+        /* a flow within the language's limits can still have 10^10 parameters and more */
+        free(m->params);
+        free(m->paramsf);
+        diag_error(&m->dc, m->g->loc, "out of memory for the parameters of flow '%s' (%lld values)", m->g->name,
+                   (long long)m->ptotal);
+        nfc_diagnostics *d = take_diags(&m->ar, &m->dc);
+        if (diags) *diags = d;
+        else nfc_diagnostics_free(d);
+        free(m);
+        return NULL;
+    }
     nfc_params_init(m, m->opt.init_seed, m->opt.init_scale);
     if (m->opt.backend == NFC_BACKEND_JIT && build_jit(m)) {
         loc_t l = { m->g->loc.file, 0, 0, 0 };
@@ -743,7 +754,7 @@ static int build_grad(nfc_model *m) {
         cg_module *cm = NULL;
         if (cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err)) return fail(m, "code generation (gradient): %s", err);
         m->gws_bytes = cg_workspace_bytes(cm, 0);
-        if (jit_create(&m->gjit, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
+        if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
         if (jit_add(m->gjit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
         m->gfn = (kernel_fn)jit_lookup(m->gjit, "nfcgrad_loss_grad", err, sizeof err);
         if (!m->gfn) return fail(m, "JIT: %s", err);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #define MAX_NODES 200000
+#define MAX_REPEAT_ITERS 1000000   /* iterations of all repeat loops of a flow together */
 #define MAX_WIDTH (1 << 20)
 
 typedef struct { const char *name; ir_ref ref; loc_t loc; } binding;
@@ -53,6 +54,7 @@ typedef struct {
     const char *prefix;         /* parameter name prefix of the current layer */
     int         nets_here;      /* nets made by the current statement (for unique names) */
     int         too_big;
+    int64_t     repeat_iters;   /* repeat iterations run in this flow (MAX_REPEAT_ITERS) */
     const char *first_layer_word;
     int         mixed;          /* a mix of layer and graph form was reported: do not repeat it */
     loc_t       output_loc;
@@ -970,6 +972,12 @@ static void assign_(sema *s, const ast *c) {
             diag_error(s->dc, c->nargs ? c->args[0]->loc : c->opts[0].loc, "unexpected argument after the net application");
             return;
         }
+        if (c->callee->kind != AST_APPLY && c->callee->kind != AST_CALL) {
+            /* an expression such as 'sp(a) / 2': no name to look at */
+            diag_error(s->dc, c->callee->loc, "expected an operation or a net application such as mlp(32)(VALUE), not '%s'",
+                       expr_str(s, c->callee));
+            return;
+        }
         if (c->callee->kind != AST_APPLY) {
             int is_op = is_layer_word(c->callee->name);
             for (int i = 0; i < 5; i++) if (!strcmp(c->callee->name, graph_words[i])) is_op = 1;
@@ -1184,6 +1192,13 @@ static void repeat_stmt(sema *s, const ast *c, int depth) {
     if (!c->has_block) { diag_error(s->dc, c->name_loc, "'repeat' needs a block: repeat %lld { ... }", (long long)n); return; }
     if (depth > 16) { diag_error(s->dc, c->name_loc, "repeat blocks are nested too deeply"); return; }
     for (int64_t i = 0; i < n && !s->too_big; i++) {
+        /* nested repeats with (nearly) empty bodies add no operations, so MAX_NODES does not
+         * stop them: 10000^3 empty iterations would take hours */
+        if (++s->repeat_iters > MAX_REPEAT_ITERS) {
+            diag_error(s->dc, c->name_loc, "the flow is too large (its repeat loops run more than %d iterations)", MAX_REPEAT_ITERS);
+            s->too_big = 1;
+            break;
+        }
         int e0 = nerrors(s);
         intvar v = { var, i };
         VEC_PUSH(s->ar, s->ivars, s->nivars, s->cap_ivars, v);
@@ -1594,6 +1609,7 @@ static ir_graph *flow(sema *s, const ast *f, const char *filename) {
     s->vhcap = 0;
     s->has_layer = s->has_assign = 0;
     s->too_big = 0;
+    s->repeat_iters = 0;
     s->mixed = 0;
     s->output_loc = loc_none();
     s->cmd = NULL;

@@ -4,6 +4,7 @@
  * prints one line per node: "%N = op operands [rows x w] attrs". */
 #include "tir.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 const t_opinfo t_ops[T_NUM_OPS] = {
@@ -213,7 +214,9 @@ int64_t tir_param_offsets(const ir_graph *g, int64_t *off) {
 
 #define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); return -1; } while (0)
 
-int tir_verify(const tprog *p, char *err, size_t errlen) {
+/* closed_by[a] (p->nn entries, zeroed): the LOOP_END of the loop whose body holds node a,
+ * once that loop has ended; 0 otherwise. (Loops do not nest, so marking is linear.) */
+static int verify(const tprog *p, int *closed_by, char *err, size_t errlen) {
     tref open_loop = -1;
     for (int i = 0; i < p->nn; i++) {
         const tnode *n = &p->nodes[i];
@@ -225,13 +228,8 @@ int tir_verify(const tprog *p, char *err, size_t errlen) {
             tref a = n->in[k];
             if (a < 0 || a >= i) FAIL("%s: %%%d %s: operand %d refers to %%%d", p->name, i, oi->name, k, a);
             /* no use of a loop body node after its loop */
-            if (open_loop < 0) {
-                for (int j = 0; j < i; j++) {
-                    const tnode *e = &p->nodes[j];
-                    if (e->op == T_LOOP_END && a > e->in[1] && a < j)
-                        FAIL("%s: %%%d uses %%%d from inside the loop that ends at %%%d", p->name, i, a, j);
-                }
-            }
+            if (open_loop < 0 && closed_by[a])
+                FAIL("%s: %%%d uses %%%d from inside the loop that ends at %%%d", p->name, i, a, closed_by[a]);
         }
         if (oi->flags & TF_EW) {
             int batched = 0, rows = 1;
@@ -320,6 +318,7 @@ int tir_verify(const tprog *p, char *err, size_t errlen) {
             if (open_loop < 0 || n->in[1] != open_loop) FAIL("%s: %%%d: loop_end without its loop_begin", p->name, i);
             const tnode *b = &p->nodes[open_loop], *nx = &p->nodes[n->in[0]];
             if (b->w != nx->w || b->rows != nx->rows) FAIL("%s: %%%d: loop state changes shape", p->name, i);
+            for (int j = open_loop + 1; j < i; j++) closed_by[j] = i;
             open_loop = -1;
             break;
         }
@@ -336,6 +335,14 @@ int tir_verify(const tprog *p, char *err, size_t errlen) {
     for (int k = 0; k < p->ngrad; k++)
         if (p->gval[k] < 0 || p->gval[k] >= p->nn || p->nodes[p->gval[k]].rows == 0) FAIL("%s: gradient output %d is not an unbatched value", p->name, k);
     return 0;
+}
+
+int tir_verify(const tprog *p, char *err, size_t errlen) {
+    int *closed_by = calloc((size_t)p->nn + 1, sizeof *closed_by);
+    if (!closed_by) FAIL("%s: out of memory verifying %d nodes", p->name, p->nn);
+    int rc = verify(p, closed_by, err, errlen);
+    free(closed_by);
+    return rc;
 }
 
 void tir_dump(const tprog *p, FILE *out) {
