@@ -823,6 +823,20 @@ TEST(gradient_ops) {
     t_grad_output(q, 1, t_batchsum(q, t_un(q, T_SQUARE, t_matmul(q, qx, t_param(q, g, 3)))));
     q->param_total = tir_param_offsets(g, NULL);
     check_prog("gonly", q, g, &s);
+
+    /* reductions whose operands are -inf in the padding rows of a partial tile (log of the
+     * zero padding): the sums must stay those of the valid rows. The second factor of the
+     * weight-gradient kernel is wider than a vector (several column blocks, a partial one) */
+    int rows2[2] = { 3, 20 }, w2[2] = { 20, 1 };
+    ir_graph *g2 = fake_graph(&ar, 2, rows2, w2);   /* a [3, 20], b [20] */
+    tprog *r = tprog_new(&ar, "padding");
+    tref rx = t_arg(r, 0, 3), ry = t_arg(r, 1, 20);
+    tref lx = t_un(r, T_LOG, rx), ly = t_un(r, T_LOG, ry);
+    t_grad_output(r, 0, t_matmul_tn(r, lx, ly));
+    t_grad_output(r, 1, t_batchsum(r, ly));
+    r->param_total = tir_param_offsets(g2, NULL);
+    spec s2 = { .alo = 0.5, .ahi = 2, .plo = -0.5, .phi = 0.5, .tol32 = 2e-5, .tol64 = 1e-12 };
+    check_prog("padding", r, g2, &s2);
     arena_free(&ar);
 }
 
