@@ -319,6 +319,12 @@ int nfc_params_set(nfc_model *m, const double *all) {
     sync_f32(m);
     return 0;
 }
+int nfc_params_set_range(nfc_model *m, int64_t at, int64_t n, const double *v) {
+    if (at < 0 || n < 0 || at > m->ptotal || n > m->ptotal - at) return -1;
+    memcpy(m->params + at, v, sizeof(double) * (size_t)n);
+    for (int64_t i = at; i < at + n; i++) m->paramsf[i] = (float)m->params[i];
+    return 0;
+}
 void nfc_params_init(nfc_model *m, uint64_t seed, double init_scale) {
     init_params(m->g, m->params, seed, init_scale);
     sync_f32(m);
@@ -800,7 +806,9 @@ int nfc_worker_loss_grad(nfc_worker *w, int64_t n, const double *x, const double
     nfc_model *m = w->m;
     if (m->C && !ctx) { snprintf(w->err, sizeof w->err, "flow '%s' needs its context '%s'", m->g->name, m->g->context_name); return -1; }
     if (n < 0) { snprintf(w->err, sizeof w->err, "negative batch size"); return -1; }
-    memset(grad_sum, 0, sizeof(double) * (size_t)m->ptotal);
+    /* grad_sum = ((0 + g0) + g1) + ... over the chunks; the first chunk is stored (0 + g = g
+     * exactly), so a shard of one chunk costs one pass over the parameters, not three */
+    if (n == 0) memset(grad_sum, 0, sizeof(double) * (size_t)m->ptotal);
     *loss_sum = 0;
     for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
         int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
@@ -822,11 +830,15 @@ int nfc_worker_loss_grad(nfc_worker *w, int64_t n, const double *x, const double
             void *outs[2] = { w->flp, w->fg };
             double one = 1;
             m->gfn(c, 0, 0, args, &one, outs, m->paramsf, w->ws);
-            for (int64_t i = 0; i < c; i++) w->lp[i] = w->flp[i];
-            for (int64_t i = 0; i < m->ptotal; i++) w->g[i] = w->fg[i];
+            for (int64_t i = 0; i < c; i++) *loss_sum -= (double)w->flp[i];
+            const float *fg = w->fg;
+            if (r0 == 0) for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] = fg[i];
+            else for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] += fg[i];
+            continue;
         }
         for (int64_t i = 0; i < c; i++) *loss_sum -= w->lp[i];
-        for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] += w->g[i];
+        if (r0 == 0) memcpy(grad_sum, w->g, sizeof(double) * (size_t)m->ptotal);
+        else for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] += w->g[i];
     }
     return 0;
 }

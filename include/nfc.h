@@ -115,6 +115,9 @@ int         nfc_param_set(nfc_model *m, int i, const double *in);
 /* All parameters at once, concatenated in index order (nfc_param_total values). */
 const double *nfc_params(const nfc_model *m);
 int         nfc_params_set(nfc_model *m, const double *all);
+/* Parameters [at, at + n) of the flat array from v; -1 (nothing changed) if out of range.
+ * Calls on disjoint ranges may run on several threads at once. */
+int         nfc_params_set_range(nfc_model *m, int64_t at, int64_t n, const double *v);
 /* Re-run the initializer. */
 void        nfc_params_init(nfc_model *m, uint64_t seed, double init_scale);
 

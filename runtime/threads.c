@@ -1,119 +1,210 @@
-/* runtime/threads.c: the thread pool that computes a batch's loss and gradient (train.h).
- * Input: a batch of rows. Output: the sum of -log p over the rows and its gradient.
- * The batch is cut into shards of a fixed size; T threads, each with its own nfc_worker,
- * take shards in increasing order, and the shard that is next in order adds its sums into
- * the total (others wait their turn), so the total is ((0 + s0) + s1) + ... whatever T and
- * whatever the timing: the same bits for any thread count. */
+/* runtime/threads.c: the thread pool of the training runtime (train.h).
+ *
+ * Two kinds of job, both deterministic whatever the thread count and the timing:
+ *
+ * - rt_pool_loss_grad: a batch's loss and gradient sums. The batch is cut into shards of a
+ *   fixed size, taken in rounds of T (the thread count): in a round, shard j of the round
+ *   goes to some thread, which writes its sums into buffer j; then the threads add the
+ *   round's buffers into the total, each over its own range of parameters, buffer 0 first.
+ *   So every parameter's total is ((0 + s0) + s1) + ... in shard order, the same bits for
+ *   any T; the additions run in parallel instead of one shard at a time.
+ * - rt_pool_for: fn(ctx, b) for blocks b = 0 .. nblocks-1, spread over the threads; the
+ *   caller makes each block's work independent of which thread runs it.
+ *
+ * The caller's thread is one of the T (with worker 0); the others spin briefly between jobs
+ * and then sleep. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "train.h"
 
 typedef struct {
     rt_pool    *p;
     nfc_worker *w;
-    double     *g;
+    int         id;
     pthread_t   th;
 } pool_thread;
 
+enum { JOB_NONE, JOB_SHARDS, JOB_ADD, JOB_FOR };
+
 struct rt_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t  work, turn, done;
-    int             nt, started;
-    pool_thread    *t;
-    uint64_t        gen;       /* job generation */
-    int             quit;
-    /* the job */
-    const double   *x, *ctx;
-    int             D, C;
-    int64_t         P, n, shard, nshards, next, next_add;
-    int             active, failed;
-    double         *gsum, lsum;
-    char            err[1024];
+    pthread_mutex_t  mu;
+    pthread_cond_t   work, done;
+    int              nt, started;   /* nt workers: t[0] is the caller's, t[1..] have threads */
+    pool_thread     *t;
+    _Atomic uint64_t gen;           /* job generation: a new job when it changes */
+    _Atomic int      quit;
+    _Atomic int      pending;       /* pool threads still working on the job */
+    _Atomic int64_t  next;          /* the next item to take */
+    int              job;
+    int64_t          count;         /* items in the job */
+    /* JOB_FOR */
+    void           (*fn)(void *ctx, int64_t b);
+    void            *ctx;
+    /* JOB_SHARDS, JOB_ADD */
+    const double    *x, *ctx_rows;
+    int              D, C;
+    int64_t          P, n, shard, round0;   /* round0: the first shard of the round */
+    double         **buf;                   /* [nt][P + 1]: the round's shard sums */
+    double           loss[64];              /* the round's shard losses (nt <= 64) */
+    int              rc[64];
+    double          *gsum;
+    int64_t          nbuf;
+    char             err[1024];
 };
+
+/* parameters per item of JOB_ADD: large enough that a thread streams, small enough to share */
+#define ADD_CHUNK 8192
+/* A pool thread spins this long for the next job before it sleeps: a training step is a few
+ * jobs separated by microseconds of serial work, and a sleep/wake-up costs tens of them. */
+#define SPIN_NS 100000
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void run_item(rt_pool *p, pool_thread *me, int64_t k) {
+    if (p->job == JOB_FOR) {
+        p->fn(p->ctx, k);
+    } else if (p->job == JOB_SHARDS) {
+        int64_t s = p->round0 + k;   /* shard s of the batch, buffer k of the round */
+        int64_t r0 = s * p->shard, c = p->n - r0 < p->shard ? p->n - r0 : p->shard;
+        const double *x = p->x + r0 * p->D, *ctx = p->ctx_rows ? p->ctx_rows + r0 * p->C : NULL;
+        double ls = 0;
+        p->rc[k] = nfc_worker_loss_grad(me->w, c, x, ctx, &ls, p->buf[k]);
+        p->loss[k] = ls;
+        if (p->rc[k]) {
+            pthread_mutex_lock(&p->mu);
+            if (!p->err[0]) snprintf(p->err, sizeof p->err, "%s", nfc_worker_error(me->w));
+            pthread_mutex_unlock(&p->mu);
+        }
+    } else if (p->job == JOB_ADD) {
+        int64_t i0 = k * ADD_CHUNK, i1 = i0 + ADD_CHUNK < p->P ? i0 + ADD_CHUNK : p->P;
+        double *g = p->gsum;
+        for (int64_t j = 0; j < p->nbuf; j++) {
+            const double *b = p->buf[j];
+            for (int64_t i = i0; i < i1; i++) g[i] += b[i];
+        }
+    }
+}
+
+static void take_items(rt_pool *p, pool_thread *me) {
+    for (;;) {
+        int64_t k = atomic_fetch_add(&p->next, 1);
+        if (k >= p->count) break;
+        run_item(p, me, k);
+    }
+}
 
 static void *thread_main(void *arg) {
     pool_thread *me = arg;
     rt_pool *p = me->p;
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->quit && p->gen == seen) pthread_cond_wait(&p->work, &p->mu);
-        if (p->quit) break;
-        seen = p->gen;
-        while (!p->failed && p->next < p->nshards) {
-            int64_t k = p->next++;
-            int64_t r0 = k * p->shard, c = p->n - r0 < p->shard ? p->n - r0 : p->shard;
-            const double *x = p->x + r0 * p->D, *ctx = p->ctx ? p->ctx + r0 * p->C : NULL;
-            pthread_mutex_unlock(&p->mu);
-            double ls = 0;
-            int rc = nfc_worker_loss_grad(me->w, c, x, ctx, &ls, me->g);
-            pthread_mutex_lock(&p->mu);
-            while (p->next_add != k) pthread_cond_wait(&p->turn, &p->mu);
-            /* our turn: nobody else touches the sums until next_add moves on */
-            if (rc && !p->failed) {
-                p->failed = 1;
-                snprintf(p->err, sizeof p->err, "%s", nfc_worker_error(me->w));
-            }
-            if (!p->failed) {
-                pthread_mutex_unlock(&p->mu);
-                double *gs = p->gsum;
-                for (int64_t i = 0; i < p->P; i++) gs[i] += me->g[i];
-                p->lsum += ls;
+        int64_t t0 = now_ns();
+        for (int i = 0; atomic_load(&p->gen) == seen && !atomic_load(&p->quit); i++) {
+            cpu_relax();
+            if ((i & 255) == 255 && now_ns() - t0 > SPIN_NS) {
                 pthread_mutex_lock(&p->mu);
+                while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->work, &p->mu);
+                pthread_mutex_unlock(&p->mu);
             }
-            p->next_add++;
-            pthread_cond_broadcast(&p->turn);
         }
-        if (--p->active == 0) pthread_cond_signal(&p->done);
+        if (atomic_load(&p->quit)) break;
+        seen = atomic_load(&p->gen);
+        take_items(p, me);
+        if (atomic_fetch_sub(&p->pending, 1) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
+}
+
+/* runs `count` items of the job on the pool threads and the caller's, and waits for them */
+static void run_job(rt_pool *p, int job, int64_t count) {
+    if (count <= 0) return;
+    p->job = job;
+    p->count = count;
+    atomic_store(&p->next, 0);
+    atomic_store(&p->pending, p->nt - 1);
+    if (p->nt > 1) {
+        pthread_mutex_lock(&p->mu);
+        atomic_fetch_add(&p->gen, 1);
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->mu);
+    }
+    take_items(p, &p->t[0]);
+    int64_t t0 = now_ns();
+    for (int i = 0; atomic_load(&p->pending) > 0; i++) {
+        cpu_relax();
+        if ((i & 255) == 255 && now_ns() - t0 > SPIN_NS) {
+            pthread_mutex_lock(&p->mu);
+            while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    p->job = JOB_NONE;
 }
 
 void rt_pool_free(rt_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
+    atomic_store(&p->quit, 1);
     pthread_cond_broadcast(&p->work);
     pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->started; i++) pthread_join(p->t[i].th, NULL);
+    for (int i = 1; i <= p->started; i++) pthread_join(p->t[i].th, NULL);
     for (int i = 0; i < p->nt; i++) {
         nfc_worker_free(p->t[i].w);
-        free(p->t[i].g);
+        if (p->buf) free(p->buf[i]);
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work);
-    pthread_cond_destroy(&p->turn);
     pthread_cond_destroy(&p->done);
+    free(p->buf);
     free(p->t);
     free(p);
 }
 
 rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
     if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
     rt_pool *p = calloc(1, sizeof *p);
     if (!p) { snprintf(err, errlen, "out of memory"); return NULL; }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->turn, NULL);
     pthread_cond_init(&p->done, NULL);
     p->D = nfc_model_dim(m);
     p->C = nfc_model_context_dim(m);
     p->P = nfc_param_total(m);
     p->t = calloc((size_t)threads, sizeof *p->t);
-    if (!p->t) { snprintf(err, errlen, "out of memory"); rt_pool_free(p); return NULL; }
+    p->buf = calloc((size_t)threads, sizeof *p->buf);
+    if (!p->t || !p->buf) { snprintf(err, errlen, "out of memory"); rt_pool_free(p); return NULL; }
     p->nt = threads;
     /* workers are made here, on one thread: the first builds the gradient program */
     for (int i = 0; i < threads; i++) {
         p->t[i].p = p;
+        p->t[i].id = i;
         p->t[i].w = nfc_worker_new(m);
         if (!p->t[i].w) { snprintf(err, errlen, "%s", nfc_last_error(m)); rt_pool_free(p); return NULL; }
-        p->t[i].g = malloc(sizeof(double) * (size_t)(p->P + 1));
-        if (!p->t[i].g) { snprintf(err, errlen, "out of memory"); rt_pool_free(p); return NULL; }
+        p->buf[i] = malloc(sizeof(double) * (size_t)(p->P + 1));
+        if (!p->buf[i]) { snprintf(err, errlen, "out of memory"); rt_pool_free(p); return NULL; }
     }
-    for (int i = 0; i < threads; i++) {
+    for (int i = 1; i < threads; i++) {
         int e = pthread_create(&p->t[i].th, NULL, thread_main, &p->t[i]);
         if (e) {
             snprintf(err, errlen, "cannot start thread %d of %d: %s", i + 1, threads, strerror(e));
@@ -125,28 +216,39 @@ rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
     return p;
 }
 
+int rt_pool_threads(const rt_pool *p) { return p->nt; }
+
+void rt_pool_for(rt_pool *p, int64_t nblocks, void (*fn)(void *ctx, int64_t b), void *ctx) {
+    p->fn = fn;
+    p->ctx = ctx;
+    run_job(p, JOB_FOR, nblocks);
+}
+
 int rt_pool_loss_grad(rt_pool *p, int64_t n, const double *x, const double *ctx, int64_t shard, double *loss_sum,
                       double *grad_sum, char *err, size_t errlen) {
     if (n < 1 || shard < 1) { snprintf(err, errlen, "empty batch"); return -1; }
     memset(grad_sum, 0, sizeof(double) * (size_t)p->P);
-    pthread_mutex_lock(&p->mu);
     p->x = x;
-    p->ctx = ctx;
+    p->ctx_rows = ctx;
     p->n = n;
     p->shard = shard;
-    p->nshards = (n + shard - 1) / shard;
-    p->next = 0;
-    p->next_add = 0;
-    p->failed = 0;
     p->gsum = grad_sum;
-    p->lsum = 0;
-    p->active = p->nt;
-    p->gen++;
-    pthread_cond_broadcast(&p->work);
-    while (p->active > 0) pthread_cond_wait(&p->done, &p->mu);
-    int failed = p->failed;
-    *loss_sum = p->lsum;
-    if (failed) snprintf(err, errlen, "%s", p->err);
-    pthread_mutex_unlock(&p->mu);
-    return failed ? -1 : 0;
+    p->err[0] = 0;
+    int64_t nshards = (n + shard - 1) / shard;
+    double lsum = 0;
+    for (int64_t s0 = 0; s0 < nshards; s0 += p->nt) {
+        int64_t k = nshards - s0 < p->nt ? nshards - s0 : p->nt;
+        p->round0 = s0;
+        run_job(p, JOB_SHARDS, k);
+        for (int64_t j = 0; j < k; j++)
+            if (p->rc[j]) {
+                snprintf(err, errlen, "%s", p->err[0] ? p->err : "a shard failed");
+                return -1;
+            }
+        for (int64_t j = 0; j < k; j++) lsum += p->loss[j];
+        p->nbuf = k;
+        run_job(p, JOB_ADD, (p->P + ADD_CHUNK - 1) / ADD_CHUNK);
+    }
+    *loss_sum = lsum;
+    return 0;
 }

@@ -50,16 +50,25 @@ static int errf(char *err, size_t errlen, const char *fmt, ...) {
 
 /* ---- the optimizer ---- */
 
-void rt_adam_step(int64_t n, double *p, double *m, double *v, const double *g, int64_t t, double lr, double beta1,
-                  double beta2, double eps, double weight_decay) {
+void rt_adam_step_to(int64_t n, const double *p, const double *m, const double *v, const double *g, double gscale,
+                     double *po, double *mo, double *vo, int64_t t, double lr, double beta1, double beta2, double eps,
+                     double weight_decay) {
     double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
     double decay = 1.0 - lr * weight_decay;
     for (int64_t i = 0; i < n; i++) {
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
-        double mh = m[i] / bc1, vh = v[i] / bc2;
-        p[i] = p[i] * decay - lr * mh / (sqrt(vh) + eps);
+        double gi = gscale == 1.0 ? g[i] : g[i] * gscale;
+        double mi = beta1 * m[i] + (1.0 - beta1) * gi;
+        double vi = beta2 * v[i] + (1.0 - beta2) * gi * gi;
+        double mh = mi / bc1, vh = vi / bc2;
+        po[i] = p[i] * decay - lr * mh / (sqrt(vh) + eps);
+        mo[i] = mi;
+        vo[i] = vi;
     }
+}
+
+void rt_adam_step(int64_t n, double *p, double *m, double *v, const double *g, int64_t t, double lr, double beta1,
+                  double beta2, double eps, double weight_decay) {
+    rt_adam_step_to(n, p, m, v, g, 1.0, p, m, v, t, lr, beta1, beta2, eps, weight_decay);
 }
 
 double rt_train_clip(int64_t n, double *g, double max_norm) {
@@ -578,10 +587,68 @@ static const char *nonfinite_param(const nfc_model *m, const double *v) {
     return NULL;
 }
 
-static int all_finite(const double *v, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(v[i])) return 0;
-    return 1;
+/* The optimizer's passes over the parameters, on the pool, in blocks of OPT_BLOCK values.
+ * The blocks do not depend on the thread count, and the only sum (of squares, for the norm)
+ * is summed per block and then over the blocks in order, so the update is the same bits for
+ * any thread count. */
+#define OPT_BLOCK 16384
+typedef struct {
+    int64_t       P, B;
+    double       *g;        /* the gradient sums in, the mean gradient out (pass 1) */
+    double       *sumsq;    /* per block */
+    char         *bad;      /* per block: 1 a non-finite gradient (pass 1); 2 a non-finite
+                               parameter, 4 non-finite optimizer state (pass 2) */
+    const double *p, *m, *v;
+    double       *p2, *m2, *v2, gscale, lr;
+    int64_t       t;
+    const rt_train_config *cfg;
+    nfc_model    *model;
+} opt_pass;
+
+static void blk_range(const opt_pass *o, int64_t b, int64_t *i0, int64_t *i1) {
+    *i0 = b * OPT_BLOCK;
+    *i1 = *i0 + OPT_BLOCK < o->P ? *i0 + OPT_BLOCK : o->P;
+}
+
+/* pass 1: the mean, its finiteness, the block's sum of squares */
+static void opt_mean(void *ctx, int64_t b) {
+    opt_pass *o = ctx;
+    int64_t i0, i1;
+    blk_range(o, b, &i0, &i1);
+    double s = 0, B = (double)o->B;
+    int bad = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        double v = o->g[i] / B;
+        o->g[i] = v;
+        bad |= !isfinite(v);
+        s += v * v;
+    }
+    o->sumsq[b] = s;
+    o->bad[b] = (char)bad;
+}
+
+/* pass 2: clipping and AdamW into the second buffers (the current state stays intact) */
+static void opt_update(void *ctx, int64_t b) {
+    opt_pass *o = ctx;
+    int64_t i0, i1;
+    blk_range(o, b, &i0, &i1);
+    const rt_train_config *c = o->cfg;
+    rt_adam_step_to(i1 - i0, o->p + i0, o->m + i0, o->v + i0, o->g + i0, o->gscale, o->p2 + i0, o->m2 + i0, o->v2 + i0,
+                    o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay);
+    int bad = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        bad |= isfinite(o->p2[i]) ? 0 : 2;
+        bad |= isfinite(o->m2[i]) && isfinite(o->v2[i]) ? 0 : 4;
+    }
+    o->bad[b] = (char)bad;
+}
+
+/* pass 3: the new parameters into the model */
+static void opt_commit(void *ctx, int64_t b) {
+    opt_pass *o = ctx;
+    int64_t i0, i1;
+    blk_range(o, b, &i0, &i1);
+    nfc_params_set_range(o->model, i0, i1 - i0, o->p2 + i0);
 }
 
 /* mean NLL of the validation rows, summed in row order */
@@ -709,9 +776,17 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
     double *vxg = NULL, *vcg = NULL, *vlp = malloc(sizeof(double) * (size_t)(nvalid + 1));
     const double *vx = data->vx, *vc = C ? data->vctx : NULL;
     rt_pool *pool = NULL;
+    int64_t nblk = (P + OPT_BLOCK - 1) / OPT_BLOCK;
+    opt_pass op;
+    memset(&op, 0, sizeof op);
+    op.P = P;
+    op.cfg = cfg;
+    op.model = m;
+    op.sumsq = malloc(sizeof(double) * (size_t)(nblk + 1));
+    op.bad = malloc((size_t)(nblk + 1));
     int64_t order_epoch = -1;
     double t0 = now_s();
-    if (!am || !av || !am2 || !av2 || !pnew || !g || !xb || !cbuf || !order || !vlp) {
+    if (!am || !av || !am2 || !av2 || !pnew || !g || !xb || !cbuf || !order || !vlp || !op.sumsq || !op.bad) {
         rc = errf(err, errlen, "out of memory");
         goto done;
     }
@@ -773,9 +848,13 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
         double lsum;
         if (rt_pool_loss_grad(pool, B, xb, cb_, shard, &lsum, g, err, errlen)) { rc = -1; goto done; }
         double loss = lsum / (double)B;
-        for (int64_t i = 0; i < P; i++) g[i] /= (double)B;
+        op.g = g;
+        op.B = B;
+        rt_pool_for(pool, nblk, opt_mean, &op);
+        int gbad = 0;
+        for (int64_t b = 0; b < nblk; b++) gbad |= op.bad[b];
         /* the NaN guard, before any update */
-        if (!isfinite(loss) || !all_finite(g, P)) {
+        if (!isfinite(loss) || gbad) {
             char desc[512];
             int layer = nfc_find_nonfinite(m, B, xb, cb_, desc, sizeof desc);
             rr.bad_step = S;
@@ -801,7 +880,9 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
                           (long long)(e + 1), nonfinite_param(m, g));
             goto done;
         }
-        double gnorm = rt_train_clip(P, g, cfg->clip_norm);
+        double ss = 0;
+        for (int64_t b = 0; b < nblk; b++) ss += op.sumsq[b];
+        double gnorm = sqrt(ss);
         if (cfg->clip_norm > 0 && !isfinite(gnorm)) {
             rr.bad_step = S;
             rc = errf(err, errlen, "non-finite gradient norm at step %lld (epoch %lld): the gradient overflowed", (long long)S,
@@ -809,20 +890,28 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
             goto done;
         }
         double lr = rt_train_lr(cfg, S, total);
-        memcpy(pnew, nfc_params(m), sizeof(double) * (size_t)P);
-        memcpy(am2, am, sizeof(double) * (size_t)P);
-        memcpy(av2, av, sizeof(double) * (size_t)P);
-        rt_adam_step(P, pnew, am2, av2, g, S, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay);
-        const char *badp = nonfinite_param(m, pnew), *badm = badp ? NULL : nonfinite_param(m, am2);
-        if (!badm && !badp) badm = nonfinite_param(m, av2);
-        if (badp || badm) {
+        op.gscale = cfg->clip_norm > 0 && gnorm > cfg->clip_norm ? cfg->clip_norm / gnorm : 1.0;
+        op.p = nfc_params(m);
+        op.m = am;
+        op.v = av;
+        op.p2 = pnew;
+        op.m2 = am2;
+        op.v2 = av2;
+        op.t = S;
+        op.lr = lr;
+        rt_pool_for(pool, nblk, opt_update, &op);
+        int ubad = 0;
+        for (int64_t b = 0; b < nblk; b++) ubad |= op.bad[b];
+        if (ubad) {
+            const char *badp = (ubad & 2) ? nonfinite_param(m, pnew) : NULL, *badm = badp ? NULL : nonfinite_param(m, am2);
+            if (!badm && !badp) badm = nonfinite_param(m, av2);
             rr.bad_step = S;
             rc = errf(err, errlen, "non-finite %s '%s' after the update of step %lld (epoch %lld); the parameters of step %lld "
                       "are kept (try a smaller --lr)", badp ? "parameter" : "optimizer state of parameter", badp ? badp : badm,
                       (long long)S, (long long)(e + 1), (long long)k);
             goto done;
         }
-        nfc_params_set(m, pnew);
+        rt_pool_for(pool, nblk, opt_commit, &op);
         double *t;
         t = am; am = am2; am2 = t;
         t = av; av = av2; av2 = t;
@@ -875,7 +964,7 @@ done:
     if (res) *res = rr;
     rt_pool_free(pool);
     free(am); free(av); free(am2); free(av2); free(pnew); free(g);
-    free(xb); free(cbuf); free(order); free(vxg); free(vcg); free(vlp);
+    free(xb); free(cbuf); free(order); free(vxg); free(vcg); free(vlp); free(op.sumsq); free(op.bad);
     free(train_idx); free(valid_idx);
     return rc;
 }

@@ -183,6 +183,10 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
  *   p = p (1 - lr wd) - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) */
 void    rt_adam_step(int64_t n, double *p, double *m, double *v, const double *g, int64_t t, double lr, double beta1,
                      double beta2, double eps, double weight_decay);
+/* The same update written to po, mo, vo (which may be p, m, v), from g * gscale. */
+void    rt_adam_step_to(int64_t n, const double *p, const double *m, const double *v, const double *g, double gscale,
+                        double *po, double *mo, double *vo, int64_t t, double lr, double beta1, double beta2, double eps,
+                        double weight_decay);
 /* Scale g so its Euclidean norm is at most max_norm (0: no clipping); returns the norm before. */
 double  rt_train_clip(int64_t n, double *g, double max_norm);
 /* The learning rate of update t (1-based) of total. */
@@ -203,11 +207,15 @@ uint64_t rt_train_data_hash(const rt_train_data *d, int D, int C);
 /* T threads, each with its own nfc_worker of m. Returns NULL with a message in err. */
 typedef struct rt_pool rt_pool;
 rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen);
-/* The loss and gradient sums of n rows: cut into shards of `shard` rows that the threads
- * take in turn; the shards' sums are added in shard order, so the result does not depend on
- * the thread count or on timing. m's parameters must not change during the call. */
+/* The loss and gradient sums of n rows: cut into shards of `shard` rows, computed T at a
+ * time; the shards' sums are added in shard order (the additions split over the threads by
+ * parameter), so the result does not depend on the thread count or on timing. m's
+ * parameters must not change during the call. */
 int      rt_pool_loss_grad(rt_pool *p, int64_t n, const double *x, const double *ctx, int64_t shard, double *loss_sum,
                            double *grad_sum, char *err, size_t errlen);
+/* fn(ctx, b) for every b in [0, nblocks), spread over the threads; returns when all are done. */
+void     rt_pool_for(rt_pool *p, int64_t nblocks, void (*fn)(void *ctx, int64_t b), void *ctx);
+int      rt_pool_threads(const rt_pool *p);
 void     rt_pool_free(rt_pool *p);
 
 #endif
