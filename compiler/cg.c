@@ -212,6 +212,9 @@ typedef struct {
     char             *err;
     size_t            errlen;
     int               failed;
+    int               seg_nodes;     /* batched nodes per segment function (0: no segments) */
+    LLVMBasicBlockRef seg_caller;    /* the segment being built: where the main function calls it */
+    LLVMValueRef      seg_fn;
 } cgx;
 
 static void cg_fail(cgx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -443,12 +446,22 @@ static LLVMValueRef bptr(cgx *x, int i, LLVMValueRef j) {
 static LLVMValueRef bload(cgx *x, int i, LLVMValueRef j) { return load(x, x->VT, bptr(x, i, j), x->valign); }
 static void bstore(cgx *x, int i, LLVMValueRef j, LLVMValueRef v) { store(x, v, bptr(x, i, j), x->valign); }
 
+/* the base of unbatched node i's [rows, w] values: a constant tensor's global, a parameter
+ * in params, or the node's workspace slot. Built where it is used (not once in the entry
+ * block), because a program's tile code is spread over several functions (segments). */
+static LLVMValueRef ubase(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    if (nd->op == T_CONSTTENSOR) return x->ubase[i];
+    if (nd->op == T_PARAM) return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_params, (LLVMValueRef[]){ ci64(x, x->poff[nd->iattr[0]]) }, 1, "");
+    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, (LLVMValueRef[]){ ci64(x, x->slot[i] / x->esz) }, 1, "");
+}
+
 /* element [r][j] of unbatched node i, with broadcasting of rows == 1 and w == 1 */
 static LLVMValueRef uptr(cgx *x, int i, LLVMValueRef r, LLVMValueRef j) {
     const tnode *n = ND(x, i);
     LLVMValueRef idx = n->w == 1 ? ci64(x, 0) : j;
     if (n->rows > 1) idx = LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, r, ci64(x, n->w), ""), idx, "");
-    return gep(x, x->T, x->ubase[i], idx);
+    return gep(x, x->T, ubase(x, i), idx);
 }
 static LLVMValueRef uelem(cgx *x, int i, LLVMValueRef r, LLVMValueRef j) {
     if (ND(x, i)->op == T_CONST) return LLVMConstReal(x->T, ND(x, i)->fattr[0]);
@@ -990,7 +1003,7 @@ static void red_finish(cgx *x, int i) {
         cgloop La;
         int64_t qpad = tn_qpad(x, i);
         FOR(x, La, nd->rows, a) {
-            LLVMValueRef d = gep(x, x->T, x->ubase[i], LLVMBuildNSWMul(x->b, a, ci64(x, nd->w), ""));
+            LLVMValueRef d = gep(x, x->T, ubase(x, i), LLVMBuildNSWMul(x->b, a, ci64(x, nd->w), ""));
             LLVMValueRef sp = auxptr(x, i, LLVMBuildNSWMul(x->b, a, ci64(x, qpad), ""));
             LLVMBuildMemCpy(x->b, d, (unsigned)x->esz, sp, (unsigned)x->esz, ci64(x, (int64_t)nd->w * x->esz));
         }
@@ -1002,7 +1015,7 @@ static void red_finish(cgx *x, int i) {
             s = LLVMBuildExtractElement(x->b, v, ci32(x, 0), "");
             for (int l = 1; l < x->V; l++) s = fadd(x, s, LLVMBuildExtractElement(x->b, v, ci32(x, l), ""));
         }
-        store(x, s, gep(x, x->T, x->ubase[i], e), x->esz);
+        store(x, s, gep(x, x->T, ubase(x, i), e), x->esz);
     }
 }
 
@@ -1111,6 +1124,85 @@ static void add_str_attr(cgx *x, LLVMValueRef f, const char *k, const char *v) {
     LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateStringAttribute(x->C, k, (unsigned)strlen(k), v, (unsigned)strlen(v)));
 }
 
+/* A function with the kernel ABI (tir.h), or with seg != 0 a segment of a program's tile
+ * code: the same arguments and the tile's first row (i64 tbase) last, internal and never
+ * inlined. Makes it the current function (x->fn, x->a_*). */
+static LLVMValueRef kernel_fn(cgx *x, cg_module *m, const char *name, int seg) {
+    LLVMTypeRef pt[9] = { x->i64, x->i64, x->i64, x->ptr, x->ptr, x->ptr, x->ptr, x->ptr, x->i64 };
+    LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(x->C), pt, seg ? 9 : 8, 0);
+    LLVMValueRef f = LLVMAddFunction(x->M, name, fty);
+    static const char *const pname[9] = { "n", "row0", "seed", "args", "scalars", "outs", "params", "ws", "tbase" };
+    for (unsigned k = 0; k < (seg ? 9u : 8u); k++) LLVMSetValueName2(LLVMGetParam(f, k), pname[k], strlen(pname[k]));
+    add_attr(x, f, LLVMAttributeFunctionIndex, "nounwind", 0);
+    for (unsigned k = 4; k <= 8; k++) add_attr(x, f, k, "nocapture", 0);
+    for (unsigned k = 4; k <= 7; k++) add_attr(x, f, k, "readonly", 0);
+    add_attr(x, f, 7, "noalias", 0);
+    add_attr(x, f, 8, "noalias", 0);
+    add_attr(x, f, 8, "align", 64);
+    add_str_attr(x, f, "target-cpu", m->cpu);
+    add_str_attr(x, f, "target-features", m->features);
+    if (x->V > 1) {
+        char bits[16];
+        int nb = native_bytes(&x->isa);
+        int vb = x->V * x->esz;
+        snprintf(bits, sizeof bits, "%d", 8 * (vb < nb ? vb : nb));
+        add_str_attr(x, f, "prefer-vector-width", bits);
+        snprintf(bits, sizeof bits, "%d", 8 * vb);
+        add_str_attr(x, f, "min-legal-vector-width", bits);
+    }
+    if (seg) {
+        LLVMSetLinkage(f, LLVMInternalLinkage);
+        add_attr(x, f, LLVMAttributeFunctionIndex, "noinline", 0);
+    }
+    x->fn = f;
+    x->a_n = LLVMGetParam(f, 0);
+    x->a_row0 = LLVMGetParam(f, 1);
+    x->a_seed = LLVMGetParam(f, 2);
+    x->a_args = LLVMGetParam(f, 3);
+    x->a_scalars = LLVMGetParam(f, 4);
+    x->a_outs = LLVMGetParam(f, 5);
+    x->a_params = LLVMGetParam(f, 6);
+    x->a_ws = LLVMGetParam(f, 7);
+    return f;
+}
+
+/* the user pointers of the current function (entry block) */
+static void load_io(cgx *x) {
+    const tprog *p = x->p;
+    for (int k = 0; k < p->nargs; k++) x->argp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_args, ci64(x, k)), 8);
+    for (int k = 0; k < p->nouts; k++) x->outp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, k)), 8);
+}
+
+/* the mask of the tile's valid rows (x->tbase set) */
+static void tile_mask(cgx *x) {
+    x->tmask = NULL;
+    if (x->V > 1) {
+        LLVMValueRef rem = LLVMBuildNSWSub(x->b, x->a_n, x->tbase, "");
+        LLVMValueRef valid = sel(x, LLVMBuildICmp(x->b, LLVMIntSLT, rem, ci64(x, x->V), ""), rem, ci64(x, x->V));
+        LLVMValueRef vi = splat_i32(x, LLVMBuildTrunc(x->b, valid, x->i32, ""));
+        LLVMValueRef iota = lane_stride(x, 1);
+        x->tmask = LLVMBuildICmp(x->b, LLVMIntULT, iota, vi, "mask");
+    }
+}
+
+/* back in the program's function after a segment: call it from the tile loop */
+static void close_segment(cgx *x, LLVMValueRef main_fn, LLVMValueRef *margs) {
+    x->fn = main_fn;
+    x->a_n = margs[0];
+    x->a_row0 = margs[1];
+    x->a_seed = margs[2];
+    x->a_args = margs[3];
+    x->a_scalars = margs[4];
+    x->a_outs = margs[5];
+    x->a_params = margs[6];
+    x->a_ws = margs[7];
+    x->tbase = margs[8];
+    LLVMPositionBuilderAtEnd(x->b, x->seg_caller);
+    LLVMBuildCall2(x->b, LLVMGlobalGetValueType(x->seg_fn), x->seg_fn, margs, 9, "");
+    load_io(x);     /* for what follows in the main function (dead code if nothing; removed) */
+    tile_mask(x);
+}
+
 static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     const tprog *p = x->p;
     int nn = p->nn;
@@ -1175,51 +1267,18 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     }
 
     /* the function */
-    LLVMTypeRef pt[8] = { x->i64, x->i64, x->i64, x->ptr, x->ptr, x->ptr, x->ptr, x->ptr };
-    LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(x->C), pt, 8, 0);
     if (LLVMGetNamedFunction(x->M, name)) { cg_fail(x, "codegen: two programs named %s", name); return -1; }
-    x->fn = LLVMAddFunction(x->M, name, fty);
-    LLVMValueRef f = x->fn;
-    static const char *const pname[8] = { "n", "row0", "seed", "args", "scalars", "outs", "params", "ws" };
-    for (unsigned k = 0; k < 8; k++) LLVMSetValueName2(LLVMGetParam(f, k), pname[k], strlen(pname[k]));
-    add_attr(x, f, LLVMAttributeFunctionIndex, "nounwind", 0);
-    for (unsigned k = 4; k <= 8; k++) add_attr(x, f, k, "nocapture", 0);
-    for (unsigned k = 4; k <= 7; k++) add_attr(x, f, k, "readonly", 0);
-    add_attr(x, f, 7, "noalias", 0);
-    add_attr(x, f, 8, "noalias", 0);
-    add_attr(x, f, 8, "align", 64);
-    add_str_attr(x, f, "target-cpu", m->cpu);
-    add_str_attr(x, f, "target-features", m->features);
-    if (x->V > 1) {
-        char bits[16];
-        int nb = native_bytes(&x->isa);
-        int vb = x->V * x->esz;
-        snprintf(bits, sizeof bits, "%d", 8 * (vb < nb ? vb : nb));
-        add_str_attr(x, f, "prefer-vector-width", bits);
-        snprintf(bits, sizeof bits, "%d", 8 * vb);
-        add_str_attr(x, f, "min-legal-vector-width", bits);
-    }
-    x->a_n = LLVMGetParam(f, 0);
-    x->a_row0 = LLVMGetParam(f, 1);
-    x->a_seed = LLVMGetParam(f, 2);
-    x->a_args = LLVMGetParam(f, 3);
-    x->a_scalars = LLVMGetParam(f, 4);
-    x->a_outs = LLVMGetParam(f, 5);
-    x->a_params = LLVMGetParam(f, 6);
-    x->a_ws = LLVMGetParam(f, 7);
+    LLVMValueRef f = kernel_fn(x, m, name, 0);
     LLVMPositionBuilderAtEnd(x->b, LLVMAppendBasicBlockInContext(x->C, f, "entry"));
 
-    /* entry: user pointers and the base of every unbatched value */
-    for (int k = 0; k < p->nargs; k++) x->argp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_args, ci64(x, k)), 8);
-    for (int k = 0; k < p->nouts; k++) x->outp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, k)), 8);
+    /* entry: user pointers and the constant tensors */
+    load_io(x);
     x->gradp = p->ngrad ? load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, p->nouts)), 8) : NULL;
     for (int i = 0; i < nn; i++) {
         const tnode *nd = &p->nodes[i];
         x->ubase[i] = NULL;
         if (!x->live[i] || nd->rows == 0) continue;
-        if (nd->op == T_PARAM) {
-            x->ubase[i] = gep(x, x->T, x->a_params, ci64(x, x->poff[nd->iattr[0]]));
-        } else if (nd->op == T_CONSTTENSOR) {
+        if (nd->op == T_CONSTTENSOR) {
             int64_t ne = (int64_t)nd->rows * nd->w;
             LLVMValueRef *c = malloc(sizeof(LLVMValueRef) * (size_t)ne);
             if (!c) { cg_fail(x, "out of memory"); return -1; }
@@ -1232,8 +1291,6 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
             LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
             LLVMSetAlignment(g, 64);
             x->ubase[i] = g;
-        } else if (x->slot[i] >= 0) {
-            x->ubase[i] = LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, (LLVMValueRef[]){ ci64(x, x->slot[i] / x->esz) }, 1, "");
         }
     }
 
@@ -1244,24 +1301,47 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         else if (p->nodes[i].rows == 0 || x->sec[i] == SEC_PROLOGUE) unbatched_node(x, i);
     }
 
-    /* tiles of V rows */
+    /* tiles of V rows. The tile code is cut into segments of about seg_nodes batched nodes,
+     * each a function of its own that the tile loop calls in order (never inside a tensor-IR
+     * loop; values pass through the workspace anyway). LLVM's code generation (loop strength
+     * reduction above all) grows faster than linearly with a function's size. */
     cgloop Lt;
     loop_open(x, &Lt, ci64(x, 0), x->a_n, 0, NULL);
     x->tbase = Lt.iv;
-    x->tmask = NULL;
-    if (x->V > 1) {
-        LLVMValueRef rem = LLVMBuildNSWSub(x->b, x->a_n, x->tbase, "");
-        LLVMValueRef valid = sel(x, LLVMBuildICmp(x->b, LLVMIntSLT, rem, ci64(x, x->V), ""), rem, ci64(x, x->V));
-        LLVMValueRef vi = splat_i32(x, LLVMBuildTrunc(x->b, valid, x->i32, ""));
-        LLVMValueRef iota = lane_stride(x, 1);
-        x->tmask = LLVMBuildICmp(x->b, LLVMIntULT, iota, vi, "mask");
-    }
+    tile_mask(x);
+    LLVMValueRef main_fn = x->fn, margs[9];
+    for (unsigned k = 0; k < 8; k++) margs[k] = LLVMGetParam(main_fn, k);
+    margs[8] = Lt.iv;
+    int seg_nodes = x->seg_nodes, nseg = 0, inloop = 0, count = 0;
     for (int i = 0; i < nn && !x->failed; i++) {
         if (!x->live[i]) continue;
-        if (t_ops[p->nodes[i].op].flags & TF_RED) red_accumulate(x, i);
+        int red = (t_ops[p->nodes[i].op].flags & TF_RED) != 0;
+        if (!red && p->nodes[i].rows != 0) continue;   /* unbatched: prologue or epilogue */
+        if (seg_nodes > 0 && count == 0) {   /* open a segment */
+            char sname[512];
+            snprintf(sname, sizeof sname, "%s.seg%d", name, nseg++);
+            x->seg_caller = LLVMGetInsertBlock(x->b);
+            x->seg_fn = kernel_fn(x, m, sname, 1);
+            LLVMPositionBuilderAtEnd(x->b, LLVMAppendBasicBlockInContext(x->C, x->seg_fn, "entry"));
+            load_io(x);
+            x->tbase = LLVMGetParam(x->seg_fn, 8);
+            tile_mask(x);
+        }
+        if (p->nodes[i].op == T_LOOP_BEGIN) inloop = 1;
+        if (p->nodes[i].op == T_LOOP_END) inloop = 0;
+        if (red) red_accumulate(x, i);
         else tile_node(x, i);
+        if (seg_nodes > 0 && ++count >= seg_nodes && !inloop) {   /* close it */
+            LLVMBuildRetVoid(x->b);
+            close_segment(x, main_fn, margs);
+            count = 0;
+        }
     }
     for (int k = 0; k < p->nouts && !x->failed; k++) store_out(x, k);
+    if (seg_nodes > 0 && count > 0) {
+        LLVMBuildRetVoid(x->b);
+        close_segment(x, main_fn, margs);
+    }
     loop_close(x, &Lt, NULL, x->V);
 
     /* epilogue: the sums over the batch, what depends on them, gradient outputs */
@@ -1459,6 +1539,7 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     if (x.V < 1) x.V = 1;
     x.valign = x.V * x.esz < 64 ? x.V * x.esz : 64;
     x.unroll = 4;
+    x.seg_nodes = o->segment_nodes < 0 ? 0 : o->segment_nodes > 0 ? o->segment_nodes : CG_SEGMENT_NODES;
     m->V = x.V;
 
     /* module */

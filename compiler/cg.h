@@ -30,7 +30,13 @@ typedef struct {
     const char *features;      /* NULL: host features when cpu is NULL, else "" */
     int         use_sleef;     /* 1: Sleef vector functions matched to the ISA; 0: nfc's own
                                   vectorized polynomials (cg_math.h), no external calls */
+    int         segment_nodes; /* the tile code is split into internal functions of about this
+                                  many batched nodes, called in order per tile (LLVM's code
+                                  generation is superlinear in a function's size); 0: the
+                                  default CG_SEGMENT_NODES; -1: one function per program */
 } cg_options;
+
+#define CG_SEGMENT_NODES 64
 
 /* dtype f32, native width, O2, host target, Sleef on. */
 void cg_default_options(cg_options *o);

@@ -1325,6 +1325,99 @@ TEST(big_program) {
     arena_free(&ar);
 }
 
+/* Segments (cg_options.segment_nodes): a program's tile code split into functions of a few
+ * nodes computes the same bits as one function, for every program of three examples (the
+ * MAF inverse has a tensor-IR loop, which a segment must not cut; glow_dense has LU). */
+TEST(segments_equal_one_function) {
+    static const char *const files[] = { "examples/moons.flow", "examples/maf.flow", "examples/glow_dense.flow" };
+    for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
+        arena ar;
+        arena_init(&ar);
+        diag_ctx dc;
+        diag_init(&dc, &ar);
+        sema_result res;
+        memset(&res, 0, sizeof res);
+        derived dv;
+        tprog *gp = NULL;
+        char err[1024] = "";
+        if (front_compile_file(&dc, files[fi], &res, NULL) || res.nflows < 1 || derive_all(res.flows[0], &ar, &dv, err, sizeof err)
+            || grad_build(res.flows[0], &ar, &gp, err, sizeof err)) {
+            CHECK(0, "%s: %s", files[fi], err);
+            arena_free(&ar);
+            continue;
+        }
+        ir_graph *g = res.flows[0];
+        enum { NPROG = PROG_COUNT + 1 };
+        const tprog *progs[NPROG];
+        for (int k = 0; k < PROG_COUNT; k++) progs[k] = dv.p[k];
+        progs[PROG_COUNT] = gp;
+        int64_t np = tir_param_offsets(g, NULL);
+        double *params = malloc(sizeof(double) * (size_t)(np + 1));
+        init_params(g, params, 3, 0.5);
+        for (int64_t e = 0; e < np; e++) params[e] = (double)(float)params[e];
+        double *res_out[2][NPROG][TPROG_MAX_IO + 1];
+        memset(res_out, 0, sizeof res_out);
+        int64_t cnt[NPROG][TPROG_MAX_IO + 1];
+        for (int variant = 0; variant < 2; variant++) {
+            cg_options o;
+            cg_default_options(&o);
+            o.opt_level = TEST_OPT;
+            o.segment_nodes = variant == 0 ? -1 : 5;
+            cg_module *m = NULL;
+            char prefix[32], ir[64];
+            snprintf(prefix, sizeof prefix, "sg%d", uniq++);
+            int rc = cg_build(progs, NPROG, g, prefix, &o, &m, err, sizeof err);
+            CHECK(rc == 0, "%s: %s", files[fi], err);
+            if (rc) break;
+            /* the split happened (or not) */
+            snprintf(ir, sizeof ir, "/tmp/nfc_test_seg_%d.ll", (int)getpid());
+            CHECK(cg_emit_file(m, ir, CG_EMIT_LLVM, err, sizeof err) == 0, "%s", err);
+            CHECK(file_has(ir, "_log_prob.seg1(") == (variant == 1), "%s: segments %s", files[fi], variant ? "missing" : "present");
+            unlink(ir);
+            kern k[NPROG];
+            char names[NPROG][96];
+            for (int q = 0; q < NPROG; q++) {
+                k[q].ws = cg_workspace_bytes(m, q);
+                k[q].V = cg_vector_width(m);
+                k[q].dtype = DT_F32;
+                snprintf(names[q], sizeof names[q], "%s", cg_function_name(m, q));
+            }
+            if (jit_add(J, m, err, sizeof err)) { CHECK(0, "%s", err); break; }
+            for (int q = 0; q < NPROG; q++) {
+                const tprog *p = progs[q];
+                k[q].f = (kern_fn)jit_lookup(J, names[q], err, sizeof err);
+                CHECK(k[q].f != NULL, "%s", err);
+                if (!k[q].f) continue;
+                int64_t n = 2 * k[q].V + 3;
+                double *args[TPROG_MAX_IO];
+                double scalars[4] = { 0.8, 0.8, 0.8, 0.8 };
+                rng_state = 77;
+                for (int a = 0; a < p->nargs; a++) {
+                    args[a] = malloc(sizeof(double) * (size_t)(n * p->arg_w[a]));
+                    for (int64_t e = 0; e < n * p->arg_w[a]; e++) args[a][e] = (double)(float)uniform(-1.5, 1.5);
+                }
+                int no = p->nouts + (p->ngrad ? 1 : 0);
+                for (int o2 = 0; o2 < no; o2++) {
+                    cnt[q][o2] = o2 < p->nouts ? n * p->nodes[p->outs[o2]].w : p->param_total;
+                    res_out[variant][q][o2] = malloc(sizeof(double) * (size_t)cnt[q][o2]);
+                }
+                krun(&k[q], p, np, n, 5, 42, args, scalars, params, res_out[variant][q]);
+                for (int a = 0; a < p->nargs; a++) free(args[a]);
+            }
+        }
+        for (int q = 0; q < NPROG; q++)
+            for (int o2 = 0; o2 <= TPROG_MAX_IO; o2++) {
+                if (res_out[0][q][o2] && res_out[1][q][o2])
+                    CHECK(memcmp(res_out[0][q][o2], res_out[1][q][o2], sizeof(double) * (size_t)cnt[q][o2]) == 0,
+                          "%s %s output %d: segmented differs from one function", files[fi], progs[q]->name, o2);
+                free(res_out[0][q][o2]);
+                free(res_out[1][q][o2]);
+            }
+        free(params);
+        arena_free(&ar);
+    }
+}
+
 int main(void) {
     char err[512];
     if (jit_create(&J, err, sizeof err)) {
@@ -1347,6 +1440,7 @@ int main(void) {
     RUN(big_program);
     RUN(gradient_ops);
     RUN(jit_equals_interpreter);
+    RUN(segments_equal_one_function);
     jit_free(J);
     return t_done();
 }
