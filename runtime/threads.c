@@ -14,6 +14,7 @@
  * The caller's thread is one of the T (with worker 0); the others spin briefly between jobs
  * and then sleep. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,13 @@ static void cpu_relax(void) {
 #endif
 }
 
+/* one step of a spin wait; now and then it yields the core, in case the thread it waits
+ * for shares it (more threads than free cores) */
+static void spin_step(int i) {
+    if ((i & 63) == 63) sched_yield();
+    else cpu_relax();
+}
+
 static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -116,7 +124,7 @@ static void *thread_main(void *arg) {
     for (;;) {
         int64_t t0 = now_ns();
         for (int i = 0; atomic_load(&p->gen) == seen && !atomic_load(&p->quit); i++) {
-            cpu_relax();
+            spin_step(i);
             if ((i & 255) == 255 && now_ns() - t0 > SPIN_NS) {
                 pthread_mutex_lock(&p->mu);
                 while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->work, &p->mu);
@@ -151,7 +159,7 @@ static void run_job(rt_pool *p, int job, int64_t count) {
     take_items(p, &p->t[0]);
     int64_t t0 = now_ns();
     for (int i = 0; atomic_load(&p->pending) > 0; i++) {
-        cpu_relax();
+        spin_step(i);
         if ((i & 255) == 255 && now_ns() - t0 > SPIN_NS) {
             pthread_mutex_lock(&p->mu);
             while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
