@@ -14,7 +14,8 @@
  * - emitting LLVM IR, assembly and objects; broken programs and bad options are rejected
  * User buffers end at a PROT_NONE page, so the generated code would fault on any access
  * past the end of an input or output; the workspace is filled with NaN before each call.
- * NFC_CG_TIMING=1 prints compile times (lines starting with '#'). */
+ * - fusion: hand-built programs and every example's programs, fused against no_fuse
+ * NFC_CG_TIMING=1 prints compile times and fusion counts (lines starting with '#'). */
 #include "t.h"
 
 #include <math.h>
@@ -1544,6 +1545,9 @@ TEST(fusion_examples) {
             CHECK(nf > 0, "%s: fusion made no node virtual", files[fi]);
             for (int q = 0; q < NPROG; q++) {
                 const tprog *p = progs[q];
+                if (getenv("NFC_CG_TIMING") && dt == DT_F32)
+                    printf("# fusion %s %s (%d nodes): %d virtual, workspace %lld bytes fused, %lld not (f32, V = %d)\n",
+                           files[fi], p->name, p->nn, k[0][q].nfused, (long long)k[0][q].ws, (long long)k[1][q].ws, k[0][q].V);
                 if (k[0][q].nfused > 0)
                     CHECK(k[0][q].ws < k[1][q].ws, "%s %s: workspace %lld fused, %lld not", files[fi], p->name,
                           (long long)k[0][q].ws, (long long)k[1][q].ws);
