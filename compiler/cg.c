@@ -10,9 +10,11 @@
  *   tiles:    for base = 0; base < n; base += V: every batched value of width w lives in
  *             the workspace as w vectors of V lanes (feature-major, lane = row in tile);
  *             ARG k is gathered (masked: lanes past n are zero) from row-major [n, w],
- *             the batched nodes run as loops over features of <V x T> operations, sums
- *             over the batch (TF_RED) add the valid lanes to per-lane accumulators, and
- *             the outputs are scattered back (masked: only valid rows are written).
+ *             the batched nodes run as loops over features of <V x T> operations (a
+ *             value used once by an elementwise node is computed there, in registers,
+ *             without a slot: plan_fusion), sums over the batch (TF_RED) add the valid
+ *             lanes to per-lane accumulators, and the outputs are scattered back
+ *             (masked: only valid rows are written).
  *   epilogue: the accumulators summed over lanes, the unbatched nodes computed from them
  *             (tir_sections), and the gradient outputs (outs[nouts], laid out like params).
  * Loops of the tensor IR become LLVM loops (basic blocks and phis) around the body's
