@@ -1,9 +1,11 @@
 /* bench/nfc_bench.c: the nfc side of `ninja bench` (bench/run drives it; bench/torch_bench.py
  * is the PyTorch side). One model per process, so the peak RSS is the model's.
  *
- *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--vector-width V]
+ *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--vector-width V]
  *
- * (--shard: rows per shard of a training batch; default 32 as in nfc train; for analysis.)
+ * (--shard: rows per shard of a training batch; default 32 as in nfc train; for analysis.
+ * --no-fuse: nfc_options.no_fuse, every program compiled without fusion, to compare in one
+ * binary.)
  *
  * Prints "key value" lines on stdout:
  *   rss0_kb          RSS before compiling (libraries loaded, nothing else)
@@ -195,6 +197,7 @@ int main(int argc, char **argv) {
     int T = 2;
     int64_t shard = 0;
     int vw = 0;
+    int no_fuse = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) T = atoi(argv[++i]);
@@ -203,8 +206,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tmp") && i + 1 < argc) tmp = argv[++i];
         else if (!strcmp(argv[i], "--shard") && i + 1 < argc) shard = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--vector-width") && i + 1 < argc) vw = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-fuse")) no_fuse = 1;
         else if (argv[i][0] != '-' && !path) path = argv[i];
-        else { fprintf(stderr, "usage: nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--vector-width V]\n"); return 2; }
+        else {
+            fprintf(stderr, "usage: nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--vector-width V]\n");
+            return 2;
+        }
     }
     if (!path || B < 1 || T < 1 || g_reps < 1) { fprintf(stderr, "nfc_bench: bad arguments\n"); return 2; }
     printf("rss0_kb %ld\n", rss_kb());
@@ -213,6 +220,7 @@ int main(int argc, char **argv) {
     nfc_options opt;
     nfc_options_default(&opt);
     opt.vector_width = vw;
+    opt.no_fuse = no_fuse;
     nfc_diagnostics *diags = NULL;
     double t0 = now_s();
     nfc_model *m = nfc_compile_file(path, &opt, &diags);

@@ -10,9 +10,11 @@
  *   tiles:    for base = 0; base < n; base += V: every batched value of width w lives in
  *             the workspace as w vectors of V lanes (feature-major, lane = row in tile);
  *             ARG k is gathered (masked: lanes past n are zero) from row-major [n, w],
- *             the batched nodes run as loops over features of <V x T> operations, sums
- *             over the batch (TF_RED) add the valid lanes to per-lane accumulators, and
- *             the outputs are scattered back (masked: only valid rows are written).
+ *             the batched nodes run as loops over features of <V x T> operations (a
+ *             value used once by an elementwise node is computed there, in registers,
+ *             without a slot: plan_fusion), sums over the batch (TF_RED) add the valid
+ *             lanes to per-lane accumulators, and the outputs are scattered back
+ *             (masked: only valid rows are written).
  *   epilogue: the accumulators summed over lanes, the unbatched nodes computed from them
  *             (tir_sections), and the gradient outputs (outs[nouts], laid out like params).
  * Loops of the tensor IR become LLVM loops (basic blocks and phis) around the body's
@@ -44,6 +46,7 @@ struct cg_module {
     char                       *triple, *cpu, *features;
     int                         V, dtype, nprogs;
     int64_t                    *ws;
+    int                        *nfused;   /* per program: nodes without a slot (fusion) */
     char                      **names;
 };
 
@@ -206,6 +209,11 @@ typedef struct {
     char             *live;
     char             *sep;           /* LOOP_END: own slot (its LOOP_BEGIN is used after it) */
     int8_t           *sec;           /* tir_sections: prologue, batched, epilogue */
+    int8_t           *virt;          /* fusion (plan_fusion): VIRT_EW / VIRT_MM nodes have no slot */
+    int32_t          *rmm;           /* a materialized root: the virtual product in its tree, or -1 */
+    int               fmm;           /* while a fused product is emitted: that product, whose value */
+    LLVMValueRef      facc;          /* at the current output feature is facc (else fmm = -1) */
+    int               nfused;        /* virtual nodes of the program */
     LLVMValueRef      argp[TPROG_MAX_IO], outp[TPROG_MAX_IO], gradp;
     LLVMValueRef      tbase, tmask;  /* current tile */
     cgloop            trip;          /* the tensor-IR loop being emitted (loops do not nest) */
@@ -216,6 +224,8 @@ typedef struct {
     LLVMBasicBlockRef seg_caller;    /* the segment being built: where the main function calls it */
     LLVMValueRef      seg_fn;
 } cgx;
+
+enum { VIRT_EW = 1, VIRT_MM = 2 };   /* cgx.virt */
 
 static void cg_fail(cgx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void cg_fail(cgx *x, const char *fmt, ...) {
@@ -474,6 +484,25 @@ static LLVMValueRef tval(cgx *x, int i, LLVMValueRef j) {
     return splat(x, uelem(x, i, ci64(x, 0), j));
 }
 
+static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
+static LLVMValueRef fval(cgx *x, int i, LLVMValueRef j);
+
+/* batched elementwise node i at feature j, computed from its operands' values (fval): the
+ * operands in the workspace are loaded, the virtual ones computed in registers */
+static LLVMValueRef fnode(cgx *x, int i, LLVMValueRef j) {
+    const tnode *nd = ND(x, i);
+    LLVMValueRef v[3] = { NULL, NULL, NULL };
+    for (int k = 0; k < nd->nin && k < 3; k++) v[k] = fval(x, nd->in[k], j);
+    return ew(x, nd, x->VT, v[0], v[1], v[2]);
+}
+/* operand i at feature j of a batched elementwise node: tval, unless i is virtual (fusion:
+ * recomputed here, at its only use) or the product whose accumulator is being stored */
+static LLVMValueRef fval(cgx *x, int i, LLVMValueRef j) {
+    if (i == x->fmm) return x->facc;
+    if (x->virt[i] == VIRT_EW) return fnode(x, i, j);
+    return tval(x, i, j);
+}
+
 static LLVMValueRef auxptr(cgx *x, int i, LLVMValueRef k) {
     LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, x->aux[i] / x->esz), k, "");
     return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
@@ -685,12 +714,15 @@ static void bvcopy(cgx *x, int dst, int src) {
 }
 
 /* MATMUL: y[o] = sum_i x[i] * splat(W[i][o]); MATMUL_NT: y[o] = sum_i x[i] * splat(W[o][i]).
- * Blocks of bs outputs at a time (bs accumulators). */
+ * Blocks of bs outputs at a time (bs accumulators). With root >= 0 (fusion: the product is
+ * virtual, a leaf of root's elementwise tree) each accumulator is not stored: root's tree
+ * is evaluated at that output feature with the accumulator as the product's value, and
+ * the result stored into root's slot (the epilogue: bias, activation, ... in registers). */
 static LLVMValueRef mm_w(cgx *x, int i, LLVMValueRef ii, LLVMValueRef o) {
     const tnode *nd = ND(x, i);
     return splat(x, nd->op == T_MATMUL_NT ? uelem(x, nd->in[1], o, ii) : uelem(x, nd->in[1], ii, o));
 }
-static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs) {
+static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root) {
     const tnode *nd = ND(x, i);
     int X = nd->in[0];
     LLVMValueRef acc[8], x0 = bload(x, X, ci64(x, 0));
@@ -702,10 +734,20 @@ static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs) {
         for (int k = 0; k < bs; k++)
             acc[k] = fadd(x, acc[k], fmul(x, xi, mm_w(x, i, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""))));
     }
-    for (int k = 0; k < bs; k++) bstore(x, i, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""), acc[k]);
+    for (int k = 0; k < bs; k++) {
+        LLVMValueRef o = LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "");
+        if (root < 0) {
+            bstore(x, i, o, acc[k]);
+            continue;
+        }
+        x->fmm = i;
+        x->facc = acc[k];
+        bstore(x, root, o, fnode(x, root, o));
+        x->fmm = -1;
+    }
 }
 
-static void emit_matmul(cgx *x, int i) {
+static void emit_matmul(cgx *x, int i, int root) {
     int64_t out = ND(x, i)->w;
     enum { B = 8 };
     int64_t nb = out / B;
@@ -716,12 +758,12 @@ static void emit_matmul(cgx *x, int i) {
     x->unroll = 0;
     FOR(x, L, nb, ob) {
         x->unroll = save;
-        mm_block(x, i, LLVMBuildNSWMul(x->b, ob, ci64(x, B), ""), B);
+        mm_block(x, i, LLVMBuildNSWMul(x->b, ob, ci64(x, B), ""), B, root);
         x->unroll = 0;
     }
     FOR(x, L, out - nb * B, r) {
         x->unroll = save;
-        mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1);
+        mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1, root);
         x->unroll = 0;
     }
     x->unroll = save;
@@ -1040,9 +1082,10 @@ static void write_grads(cgx *x) {
 static void tile_node(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     if (nd->rows != 0) return;   /* unbatched: prologue */
+    if (x->virt[i]) return;      /* fusion: computed at its use (fval) */
     switch ((t_op)nd->op) {
     case T_ARG: load_arg(x, i); return;
-    case T_MATMUL: emit_matmul(x, i); return;
+    case T_MATMUL: emit_matmul(x, i, -1); return;
     case T_GATHER: emit_gather(x, i); return;
     case T_CONCAT: {
         int64_t at = 0;
@@ -1061,7 +1104,7 @@ static void tile_node(cgx *x, int i) {
         bstore(x, i, ci64(x, 0), s);
         return;
     }
-    case T_MATMUL_NT: emit_matmul(x, i); return;
+    case T_MATMUL_NT: emit_matmul(x, i, -1); return;
     case T_SCATTER: emit_scatter(x, i); return;
     case T_LU_FWD: case T_LU_INV: case T_LU_U: case T_LU_LT: case T_LU_UT: case T_LU_INVT: emit_lu(x, i); return;
     case T_RANDN: case T_RANDLOGISTIC: emit_rand(x, i); return;
@@ -1079,12 +1122,9 @@ static void tile_node(cgx *x, int i) {
         cg_fail(x, "%s: %%%d: codegen: batched %s is not supported", x->p->name, i, t_ops[nd->op].name);
         return;
     }
+    if (x->rmm[i] >= 0) { emit_matmul(x, x->rmm[i], i); return; }   /* fusion: the product's epilogue */
     cgloop L;
-    FOR(x, L, nd->w, j) {
-        LLVMValueRef v[3] = { NULL, NULL, NULL };
-        for (int k = 0; k < nd->nin && k < 3; k++) v[k] = tval(x, nd->in[k], j);
-        bstore(x, i, j, ew(x, nd, x->VT, v[0], v[1], v[2]));
-    }
+    FOR(x, L, nd->w, j) bstore(x, i, j, fnode(x, i, j));
 }
 
 /* End of a tensor-IR loop at LOOP_END e. The LOOP_BEGIN b takes the next state before every
@@ -1116,6 +1156,78 @@ static void trip_end(cgx *x, int e, int unbatched) {
 /* ---------------------------------------------------------------- one program */
 
 static int64_t round64(int64_t v) { return (v + 63) & ~(int64_t)63; }
+
+/* ---------------------------------------------------------------- fusion */
+
+static int batched_ew(const tnode *n) { return n->rows == 0 && (t_ops[n->op].flags & TF_EW); }
+
+/* Which nodes are virtual (no slot; docs/codegen.md, "Fusion"). A batched value used exactly
+ * once (counted over live nodes, with multiplicity, outputs and gradient values included),
+ * by a batched elementwise node of the same width (a width-1 operand is broadcast by bptr,
+ * so its feature index is not the user's) in the same section and the same loop region
+ * (the body of one LOOP_BEGIN..LOOP_END or outside every loop: a value computed later than
+ * its position must see the same operands, and a loop body runs several times), can be
+ * computed at its use instead of being stored and loaded back:
+ *  - an elementwise node becomes VIRT_EW: its user computes it in registers (fval);
+ *  - a MATMUL or MATMUL_NT becomes VIRT_MM, a leaf of the tree of virtual elementwise nodes
+ *    under the materialized root above it; the tree is emitted at the root's position, as
+ *    the product's epilogue (mm_block). At most one product per tree: the kernel of one
+ *    product is blocked over its output features, a second would have to be recomputed.
+ * Every reader of a virtual node is an elementwise node (only those read through fval), so
+ * no other code path can meet a node without a slot. Returns -1 if out of memory. */
+static int plan_fusion(cgx *x) {
+    const tprog *p = x->p;
+    int nn = p->nn;
+    x->nfused = 0;
+    for (int i = 0; i < nn; i++) {
+        x->virt[i] = 0;
+        x->rmm[i] = -1;
+    }
+    if (x->o->no_fuse || nn == 0) return 0;
+    int32_t *uses = calloc((size_t)nn, sizeof *uses), *user = malloc(sizeof *user * (size_t)nn);
+    int32_t *reg = malloc(sizeof *reg * (size_t)nn);
+    if (!uses || !user || !reg) {
+        free(uses); free(user); free(reg);
+        cg_fail(x, "out of memory");
+        return -1;
+    }
+    int lb = -1;
+    for (int i = 0; i < nn; i++) {
+        const tnode *nd = &p->nodes[i];
+        user[i] = -1;
+        if (nd->op == T_LOOP_BEGIN) lb = i;
+        reg[i] = nd->op == T_LOOP_BEGIN || nd->op == T_LOOP_END ? -1 : lb;
+        if (nd->op == T_LOOP_END) lb = -1;
+        if (!x->live[i]) continue;
+        for (int k = 0; k < nd->nin; k++) {
+            uses[nd->in[k]]++;
+            user[nd->in[k]] = i;
+        }
+    }
+    /* an output or a gradient value is stored whatever its other uses */
+    for (int k = 0; k < p->nouts; k++) { uses[p->outs[k]] += 2; user[p->outs[k]] = -1; }
+    for (int k = 0; k < p->ngrad; k++) { uses[p->gval[k]] += 2; user[p->gval[k]] = -1; }
+#define FUSABLE(i) (x->live[i] && uses[i] == 1 && user[i] >= 0 && batched_ew(&p->nodes[user[i]]) \
+                    && p->nodes[user[i]].w == p->nodes[i].w && x->sec[user[i]] == x->sec[i] && reg[user[i]] == reg[i])
+    for (int i = 0; i < nn; i++)
+        if (batched_ew(&p->nodes[i]) && FUSABLE(i)) {
+            x->virt[i] = VIRT_EW;
+            x->nfused++;
+        }
+    for (int i = 0; i < nn; i++) {
+        const tnode *nd = &p->nodes[i];
+        if ((nd->op != T_MATMUL && nd->op != T_MATMUL_NT) || nd->rows != 0 || !FUSABLE(i)) continue;
+        int r = user[i];
+        while (x->virt[r] == VIRT_EW) r = user[r];
+        if (x->rmm[r] >= 0) continue;
+        x->rmm[r] = i;
+        x->virt[i] = VIRT_MM;
+        x->nfused++;
+    }
+#undef FUSABLE
+    free(uses); free(user); free(reg);
+    return 0;
+}
 
 static void add_attr(cgx *x, LLVMValueRef f, LLVMAttributeIndex at, const char *name, uint64_t val) {
     LLVMAddAttributeAtIndex(f, at, LLVMCreateEnumAttribute(x->C, LLVMGetEnumAttributeKindForName(name, strlen(name)), val));
@@ -1244,12 +1356,15 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         if (nd->op == T_LOOP_END) lb = -1;
     }
 
-    /* workspace: one 64-byte aligned slot per live computed node */
+    if (plan_fusion(x)) return -1;
+    x->fmm = -1;
+
+    /* workspace: one 64-byte aligned slot per live computed node that is not virtual */
     int64_t off = 0;
     for (int i = 0; i < nn; i++) {
         const tnode *nd = &p->nodes[i];
         x->slot[i] = x->aux[i] = -1;
-        if (!x->live[i]) continue;
+        if (!x->live[i] || x->virt[i]) continue;
         if (nd->op == T_LOOP_END && !x->sep[i]) { x->slot[i] = x->slot[nd->in[1]]; continue; }
         if (nd->rows != 0 && (nd->op == T_PARAM || nd->op == T_CONST || nd->op == T_CONSTTENSOR)) continue;
         int64_t bytes = nd->rows ? (int64_t)nd->rows * nd->w * x->esz : (int64_t)nd->w * x->V * x->esz;
@@ -1373,6 +1488,7 @@ void cg_free(cg_module *m) {
     for (int i = 0; i < m->nprogs && m->names; i++) free(m->names[i]);
     free(m->names);
     free(m->ws);
+    free(m->nfused);
     free(m->triple);
     free(m->cpu);
     free(m->features);
@@ -1394,6 +1510,7 @@ void cg_llvm_handles(cg_module *m, void **ctx, void **mod) {
 void *cg_target_machine(cg_module *m) { return m->tm; }
 
 int64_t cg_workspace_bytes(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->ws[i] : -1; }
+int cg_fused_count(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->nfused[i] : -1; }
 int cg_vector_width(const cg_module *m) { return m->V; }
 const char *cg_triple(const cg_module *m) { return m->triple; }
 const char *cg_cpu(const cg_module *m) { return m->cpu; }
@@ -1572,7 +1689,8 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     x.poff = poff;
     m->ws = calloc((size_t)nprogs, sizeof *m->ws);
     m->names = calloc((size_t)nprogs, sizeof *m->names);
-    if (!m->ws || !m->names) BFAIL("out of memory");
+    m->nfused = calloc((size_t)nprogs, sizeof *m->nfused);
+    if (!m->ws || !m->names || !m->nfused) BFAIL("out of memory");
     m->nprogs = nprogs;
     for (int i = 0; i < nprogs; i++) {
         const tprog *p = progs[i];
@@ -1589,13 +1707,16 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         x.live = calloc(nn, 1);
         x.sep = calloc(nn, 1);
         x.sec = calloc(nn, 1);
+        x.virt = calloc(nn, 1);
+        x.rmm = calloc(nn, sizeof *x.rmm);
         int64_t ws = -1;
-        if (x.slot && x.aux && x.ubase && x.live && x.sep && x.sec) ws = emit_prog(&x, m, m->names[i]);
+        if (x.slot && x.aux && x.ubase && x.live && x.sep && x.sec && x.virt && x.rmm) ws = emit_prog(&x, m, m->names[i]);
         else cg_fail(&x, "out of memory");
-        free(x.slot); free(x.aux); free(x.ubase); free(x.live); free(x.sep); free(x.sec);
-        x.slot = x.aux = NULL; x.ubase = NULL; x.live = x.sep = NULL; x.sec = NULL;
+        free(x.slot); free(x.aux); free(x.ubase); free(x.live); free(x.sep); free(x.sec); free(x.virt); free(x.rmm);
+        x.slot = x.aux = NULL; x.ubase = NULL; x.live = x.sep = NULL; x.sec = x.virt = NULL; x.rmm = NULL;
         if (ws < 0) goto fail;
         m->ws[i] = ws;
+        m->nfused[i] = x.nfused;
     }
     LLVMDisposeBuilder(x.b);
     x.b = NULL;

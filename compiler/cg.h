@@ -34,11 +34,15 @@ typedef struct {
                                   many batched nodes, called in order per tile (LLVM's code
                                   generation is superlinear in a function's size); 0: the
                                   default CG_SEGMENT_NODES; -1: one function per program */
+    int         no_fuse;       /* 0 (default): fusion of elementwise chains and of a matrix
+                                  product's elementwise epilogue (computed in registers at
+                                  their only use, no workspace slot: docs/codegen.md,
+                                  "Fusion"); 1: every value gets its slot and its own loop */
 } cg_options;
 
 #define CG_SEGMENT_NODES 64
 
-/* dtype f32, native width, O2, host target, Sleef on. */
+/* dtype f32, native width, O2, host target, Sleef on, fusion on, segments of CG_SEGMENT_NODES. */
 void cg_default_options(cg_options *o);
 
 /* Owns an LLVM context (ORC thread-safe context), a module and a target machine. */
@@ -53,6 +57,10 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
 /* Bytes of workspace (64-byte aligned, per the ABI) that program prog_index needs; the size
  * does not depend on n. -1 for a bad index. */
 int64_t cg_workspace_bytes(const cg_module *m, int prog_index);
+
+/* Nodes of program prog_index that fusion made virtual (no slot, computed at their use); 0
+ * with no_fuse; -1 for a bad index. For tests and diagnostics. */
+int cg_fused_count(const cg_module *m, int prog_index);
 
 /* The vector width V actually used (rows per tile). */
 int cg_vector_width(const cg_module *m);

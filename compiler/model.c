@@ -149,6 +149,7 @@ static int jit_prog(nfc_model *m, int k) {
     co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
     co.vector_width = m->opt.vector_width;
     co.opt_level = m->opt.opt_level;
+    co.no_fuse = m->opt.no_fuse;
     co.cpu = m->opt.cpu;
     const tprog *progs[1] = { m->dv.p[k] };
     cg_module *cm = NULL;
@@ -647,6 +648,7 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
     co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
     co.vector_width = m->opt.vector_width;
     co.opt_level = m->opt.opt_level;
+    co.no_fuse = m->opt.no_fuse;
     co.triple = opt->triple;
     co.cpu = opt->cpu ? opt->cpu : opt->triple ? NULL : m->opt.cpu;
     co.use_sleef = !opt->no_sleef;
@@ -755,6 +757,7 @@ static int build_grad(nfc_model *m) {
         co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
         co.vector_width = m->opt.vector_width;
         co.opt_level = m->opt.opt_level;
+    co.no_fuse = m->opt.no_fuse;
         co.cpu = m->opt.cpu;
         const tprog *progs[1] = { gp };
         cg_module *cm = NULL;

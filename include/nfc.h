@@ -60,6 +60,11 @@ typedef struct {
     int         threads;        /* JIT calls on large batches are split across this many
                                    threads (0, the default: the online CPUs); the results do
                                    not depend on it */
+    int         no_fuse;        /* 1: no fusion in the compiled code (every intermediate value
+                                   gets its workspace slot and its own loop; for comparisons
+                                   and diagnosis); 0 (default): elementwise chains and the
+                                   elementwise epilogue of a matrix product are computed in
+                                   registers (docs/codegen.md, "Fusion") */
 } nfc_options;
 
 void nfc_options_default(nfc_options *o);

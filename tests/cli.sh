@@ -68,4 +68,16 @@ expect 1 "data --log-density-of: wrong columns" "2 columns, but gmm is 8-D" "$NF
 expect 1 "data --log-density-of: missing file" "nope.csv" "$NFC" data moons --log-density-of "$tmp_cli/nope.csv" -o "$tmp_cli/x.csv"
 expect 2 "data --log-density-of with -n" "takes no -n" "$NFC" data moons --log-density-of "$tmp_cli/d.csv" -n 3 -o "$tmp_cli/x.csv"
 expect 2 "data --log-density-of without -o" "missing -o" "$NFC" data moons --log-density-of "$tmp_cli/d.csv"
+# --no-fuse (docs/codegen.md, "Fusion"): the same log p(x), within rounding (fused code may
+# contract a multiply and an add into an FMA), for a flow with MLPs (matrix products with a
+# bias and an activation) and for MAF (masked products, the sequential inverse)
+expect 0 "--help mentions --no-fuse" "--no-fuse" "$NFC" --help
+"$NFC" data moons -n 300 --seed 2 -o "$tmp_cli/f.csv" >/dev/null 2>&1
+"$NFC" data gmm --dim 8 -n 300 --seed 2 -o "$tmp_cli/f8.csv" >/dev/null 2>&1
+for fl in moons:f.csv maf:f8.csv; do
+    m=${fl%%:*} d=${fl#*:}
+    expect 0 "logprob $m (fused)" "" "$NFC" logprob "examples/$m.flow" --data "$tmp_cli/$d" --init-scale 0.3 -o "$tmp_cli/lp_f.csv"
+    expect 0 "logprob $m --no-fuse" "" "$NFC" logprob "examples/$m.flow" --data "$tmp_cli/$d" --init-scale 0.3 --no-fuse -o "$tmp_cli/lp_u.csv"
+    expect 0 "logprob $m: --no-fuse gives the same log p" "^same 300$" sh -c "paste -d, '$tmp_cli/lp_f.csv' '$tmp_cli/lp_u.csv' | awk -F, '{ d = \$1 - \$2; if (d < 0) d = -d; s = \$2 < 0 ? -\$2 : \$2; if (s < 1) s = 1; if (d <= 1e-5 * s) k++ } END { print \"same\", k }'"
+done
 rm -rf "$tmp_cli"

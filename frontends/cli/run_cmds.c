@@ -126,6 +126,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli *c) {
             c->opt.vector_width = (int)w;
         } else if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2") || !strcmp(a, "-O3")) {
             c->opt.opt_level = a[2] - '0';
+        } else if (!strcmp(a, "--no-fuse")) {
+            c->opt.no_fuse = 1;
         } else if (!strncmp(a, "--color=", 8)) {
             /* handled by main */
         } else if (a[0] == '-' && a[1]) {

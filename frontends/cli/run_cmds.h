@@ -20,6 +20,7 @@ int cmd_emit(int argc, char **argv, int color);
     "    --cpu NAME           e.g. generic, x86-64-v3 (default: this machine's CPU, or\n" \
     "                         generic for another architecture)\n" \
     "    --no-sleef           nfc's own vector math: no libsleef at run time\n" \
+    "    --no-fuse            no fusion of elementwise chains and product epilogues\n" \
     "    --cc CC              linker driver for so (default: $NFC_CC, cc, or\n" \
     "                         <arch>-linux-gnu-gcc for --target)\n"
 #endif

@@ -139,6 +139,8 @@ static int parse_args(int argc, char **argv, targs *t) {
             t->opt.vector_width = (int)iv;
         } else if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2") || !strcmp(a, "-O3")) {
             t->opt.opt_level = a[2] - '0';
+        } else if (!strcmp(a, "--no-fuse")) {
+            t->opt.no_fuse = 1;
         } else if (!strncmp(a, "--color=", 8)) {
             /* handled by main */
         } else if (a[0] == '-' && a[1]) {

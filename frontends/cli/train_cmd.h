@@ -17,5 +17,6 @@ int cmd_train(int argc, char **argv, int color);
     "    --threads T          default: the online CPUs; the result does not depend on T\n" \
     "    --save-every N       also write the checkpoint every N steps\n" \
     "    --resume CKPT        continue a run from its checkpoint (same settings)\n" \
-    "    --weights W          start a new run from these parameters\n"
+    "    --weights W          start a new run from these parameters\n" \
+    "    --no-fuse            compile without fusion (like -O, --dtype, --cpu: see below)\n"
 #endif

@@ -5,7 +5,9 @@
  * - JIT equals the f64 interpreter for every example and program, f32 (1e-5 relative) and
  *   f64 (1e-12), at vector width 1 and native width, at batch sizes that are not multiples
  *   of the width
- * - sampling is reproducible from the seed and independent of chunking */
+ * - sampling is reproducible from the seed and independent of chunking
+ * - no_fuse reaches the code generator (JIT programs, the gradient, AOT) and gives the same
+ *   results within rounding */
 #include "t.h"
 
 #include <math.h>
@@ -272,6 +274,67 @@ TEST(threads_do_not_change_results) {
     }
 }
 
+static int count_in_file(const char *path, const char *s) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, s)) n++;
+    fclose(f);
+    return n;
+}
+
+/* nfc_options.no_fuse: log p and the loss gradient agree with the fused code (f64, 1e-12
+ * relative: only FMA contraction differs), and the AOT build honors it (its IR has more
+ * stores: every intermediate value goes through the workspace) */
+TEST(no_fuse_option) {
+    for (int e = 0; e < 2; e++) {
+        const char *path = e ? "examples/maf.flow" : "examples/moons.flow";
+        nfc_model *m[2];
+        for (int k = 0; k < 2; k++) {
+            nfc_options o;
+            nfc_options_default(&o);
+            o.dtype = NFC_F64;
+            o.init_scale = 0.3;
+            o.no_fuse = k;
+            m[k] = nfc_compile_file(path, &o, NULL);
+            CHECK(m[k] != NULL, "%s", path);
+        }
+        if (!m[0] || !m[1]) { nfc_free(m[0]); nfc_free(m[1]); continue; }
+        enum { N = 333 };
+        int D = nfc_model_dim(m[0]);
+        int64_t P = nfc_param_total(m[0]);
+        double *x = malloc(sizeof(double) * N * D), lp[2][N], loss[2], *g[2];
+        for (int i = 0; i < N * D; i++) x[i] = sin(0.37 * i + e);
+        for (int k = 0; k < 2; k++) {
+            g[k] = malloc(sizeof(double) * (size_t)P);
+            CHECK(nfc_log_prob(m[k], N, x, NULL, lp[k]) == 0, "%s", nfc_last_error(m[k]));
+            CHECK(nfc_loss_grad(m[k], N, x, NULL, &loss[k], g[k]) == 0, "%s", nfc_last_error(m[k]));
+        }
+        double worst = 0;
+        for (int i = 0; i < N; i++) worst = fmax(worst, fabs(lp[0][i] - lp[1][i]) / fmax(1, fabs(lp[1][i])));
+        CHECK(worst <= 1e-12, "%s: log p fused and not differ by %g", path, worst);
+        CHECK(fabs(loss[0] - loss[1]) <= 1e-12 * fmax(1, fabs(loss[1])), "%s: loss %.17g vs %.17g", path, loss[0], loss[1]);
+        worst = 0;
+        for (int64_t i = 0; i < P; i++) worst = fmax(worst, fabs(g[0][i] - g[1][i]) / fmax(1, fabs(g[1][i])));
+        CHECK(worst <= 1e-11, "%s: gradients fused and not differ by %g", path, worst);
+        char ll[2][64];
+        int stores[2];
+        for (int k = 0; k < 2; k++) {
+            snprintf(ll[k], sizeof ll[k], "/tmp/nfc_api_fuse_%d_%d.ll", (int)getpid(), k);
+            CHECK(nfc_emit(m[k], ll[k], NFC_EMIT_LLVM) == 0, "%s", nfc_last_error(m[k]));
+            stores[k] = count_in_file(ll[k], " store ");
+            unlink(ll[k]);
+        }
+        CHECK(stores[0] > 0 && stores[0] < stores[1], "%s: %d stores in the fused IR, %d without fusion", path, stores[0],
+              stores[1]);
+        free(x); free(g[0]); free(g[1]);
+        nfc_free(m[0]);
+        nfc_free(m[1]);
+    }
+}
+
 int main(void) {
     RUN(errors_as_data);
     RUN(parameters_and_weights);
@@ -280,5 +343,6 @@ int main(void) {
     RUN(jit_round_trip);
     RUN(sampling_is_reproducible);
     RUN(threads_do_not_change_results);
+    RUN(no_fuse_option);
     return t_done();
 }

@@ -14,7 +14,8 @@
  * - emitting LLVM IR, assembly and objects; broken programs and bad options are rejected
  * User buffers end at a PROT_NONE page, so the generated code would fault on any access
  * past the end of an input or output; the workspace is filled with NaN before each call.
- * NFC_CG_TIMING=1 prints compile times (lines starting with '#'). */
+ * - fusion: hand-built programs and every example's programs, fused against no_fuse
+ * NFC_CG_TIMING=1 prints compile times and fusion counts (lines starting with '#'). */
 #include "t.h"
 
 #include <math.h>
@@ -333,6 +334,7 @@ typedef struct {
     kern_fn f;
     int64_t ws;
     int     V, dtype;
+    int     nfused;   /* cg_fused_count */
     double  ms;
 } kern;
 
@@ -347,6 +349,7 @@ static int compile_opts(const tprog *p, const ir_graph *g, const cg_options *o, 
     k->ws = cg_workspace_bytes(m, 0);
     k->V = cg_vector_width(m);
     k->dtype = o->dtype;
+    k->nfused = cg_fused_count(m, 0);
     CHECK(k->ws >= 0 && k->ws % 64 == 0, "workspace %lld", (long long)k->ws);
     if (ir_path) CHECK(cg_emit_file(m, ir_path, CG_EMIT_LLVM, err, sizeof err) == 0, "%s", err);
     char name[96];
@@ -1325,6 +1328,271 @@ TEST(big_program) {
     arena_free(&ar);
 }
 
+/* ------------------------------------------------------------------ fusion */
+
+/* Compiles p fused and with no_fuse (f32 and f64, V = 1 and native) and compares every
+ * output of the two on n = 1, 7, 17, 33 rows (partial tiles, several tiles): f64 within
+ * 1e-12, f32 within 1e-5 relative (a multiply and an add computed in registers may be
+ * contracted into an FMA, so the two are not bit for bit the same). Checks that fusion made
+ * exactly nfused nodes virtual (none with no_fuse) and that the workspace shrank. */
+static void check_fused(const char *what, const tprog *p, const ir_graph *g, int nfused, double lo, double hi) {
+    int64_t np = g ? tir_param_offsets(g, NULL) : 0;
+    double scalars[4] = { 0.7, 0.7, 0.7, 0.7 };
+    for (int dt = DT_F32; dt <= DT_F64; dt++)
+        for (int vi = 0; vi < 2; vi++) {
+            cg_options o;
+            cg_default_options(&o);
+            o.dtype = dt;
+            o.vector_width = vi ? 0 : 1;
+            o.opt_level = TEST_OPT;
+            kern kf, ku;
+            if (compile_opts(p, g, &o, &kf, NULL)) continue;
+            o.no_fuse = 1;
+            if (compile_opts(p, g, &o, &ku, NULL)) continue;
+            const char *ds = dt == DT_F32 ? "f32" : "f64";
+            CHECK(kf.nfused == nfused, "%s %s V=%d: %d virtual nodes, expected %d", what, ds, kf.V, kf.nfused, nfused);
+            CHECK(ku.nfused == 0, "%s %s: %d virtual nodes with no_fuse", what, ds, ku.nfused);
+            CHECK(nfused == 0 ? kf.ws == ku.ws : kf.ws < ku.ws, "%s %s V=%d: workspace %lld fused, %lld not", what, ds, kf.V,
+                  (long long)kf.ws, (long long)ku.ws);
+            double tol = dt == DT_F32 ? 1e-5 : 1e-12;
+            static const int64_t ns[4] = { 1, 7, 17, 33 };
+            for (int ni = 0; ni < 4; ni++) {
+                int64_t n = ns[ni];
+                double *args[TPROG_MAX_IO], *of[TPROG_MAX_IO + 1], *ou[TPROG_MAX_IO + 1];
+                double *params = malloc(sizeof(double) * (size_t)(np + 1));
+                for (int64_t e = 0; e < np; e++) {
+                    double v = uniform(-0.7, 0.7);
+                    params[e] = dt == DT_F32 ? (double)(float)v : v;
+                }
+                for (int a = 0; a < p->nargs; a++) {
+                    args[a] = malloc(sizeof(double) * (size_t)(n * p->arg_w[a]));
+                    for (int64_t e = 0; e < n * p->arg_w[a]; e++) {
+                        double v = uniform(lo, hi);
+                        args[a][e] = dt == DT_F32 ? (double)(float)v : v;
+                    }
+                }
+                int no = p->nouts + (p->ngrad ? 1 : 0);
+                for (int k = 0; k < no; k++) {
+                    size_t cnt = (size_t)(k < p->nouts ? n * p->nodes[p->outs[k]].w : p->param_total);
+                    of[k] = malloc(sizeof(double) * cnt);
+                    ou[k] = malloc(sizeof(double) * cnt);
+                }
+                krun(&kf, p, np, n, 0, 5, args, scalars, params, of);
+                krun(&ku, p, np, n, 0, 5, args, scalars, params, ou);
+                for (int k = 0; k < no; k++) {
+                    int64_t cnt = k < p->nouts ? n * p->nodes[p->outs[k]].w : p->param_total;
+                    int bad = 0;
+                    for (int64_t e = 0; e < cnt && bad < 3; e++)
+                        if (!close_enough(of[k][e], ou[k][e], tol)) {
+                            bad++;
+                            CHECK(0, "%s %s V=%d n=%lld out %d elem %lld: fused %.17g, not fused %.17g", what, ds, kf.V,
+                                  (long long)n, k, (long long)e, of[k][e], ou[k][e]);
+                        }
+                    free(of[k]);
+                    free(ou[k]);
+                }
+                for (int a = 0; a < p->nargs; a++) free(args[a]);
+                free(params);
+            }
+        }
+}
+
+/* Hand-built programs with every kind of fusion, for widths that are not multiples of the
+ * product kernel's 8-wide blocks (nor of V), fused against not fused (check_fused, with the
+ * exact count of virtual nodes) and fused against the C reference (check_prog). */
+TEST(fusion_programs) {
+    static const int cfg[][3] = { { 3, 13, 5 }, { 5, 19, 13 }, { 4, 16, 1 } };   /* in, hidden, out */
+    for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+        arena ar;
+        arena_init(&ar);
+        int din = cfg[ci][0], h = cfg[ci][1], dout = cfg[ci][2];
+        char what[64];
+        /* W1 [in, h], b1 [h], W2 [h, h], b2 [h], W3 [h, out], b3 [out] */
+        int rows[6] = { din, 0, h, 0, h, 0 }, w[6] = { h, h, h, h, dout, dout };
+        ir_graph *g = fake_graph(&ar, 6, rows, w);
+        tref W[6];
+
+        /* an MLP: MATMUL -> ADD -> TANH and MATMUL -> ADD -> RELU (the products and the bias
+         * adds virtual, the activations materialized: their users are products), the output
+         * layer MATMUL -> ADD (the add is an output); the backward pattern MATMUL_NT -> MUL
+         * by STEP (both virtual) under a SUB; two products in one tree (only the first is
+         * virtual); a product used twice (ADD(m, m): materialized) */
+        tprog *p = tprog_new(&ar, "mlp");
+        for (int k = 0; k < 6; k++) W[k] = t_param(p, g, k);
+        tref x = t_arg(p, 0, din);
+        tref h1 = t_un(p, T_TANH, t_bin(p, T_ADD, t_matmul(p, x, W[0]), W[1]));
+        tref h2 = t_un(p, T_RELU, t_bin(p, T_ADD, t_matmul(p, h1, W[2]), W[3]));
+        tref o = t_bin(p, T_ADD, t_matmul(p, h2, W[4]), W[5]);
+        t_output(p, o);
+        tref gb = t_bin(p, T_MUL, t_matmul_nt(p, o, W[4]), t_un(p, T_STEP, h2));
+        t_output(p, t_bin(p, T_SUB, gb, h1));
+        t_output(p, t_un(p, T_TANH, t_bin(p, T_ADD, t_matmul(p, x, W[0]), t_matmul(p, x, W[0]))));
+        tref mm = t_matmul(p, x, W[0]);
+        t_output(p, t_bin(p, T_ADD, mm, mm));
+        snprintf(what, sizeof what, "fusion mlp %d-%d-%d", din, h, dout);
+        check_fused(what, p, g, 10, -1, 1);
+        spec s = { .alo = -1, .ahi = 1, .plo = -0.7, .phi = 0.7, .tol32 = 2e-5, .tol64 = 1e-12 };
+        check_prog(what, p, g, &s);
+
+        /* elementwise trees: two virtual operands (EXP, MUL) under an ADD used twice, one of
+         * them by MUL(s, s) (three uses: materialized); SELECT of three virtual operands;
+         * width-1 values: NEG(c) under a width-h ADD stays (broadcast), EXP(c) under a width-1
+         * ADD is virtual, that ADD under a width-h MUL not; fused nodes under reductions
+         * (BATCHSUM of MUL(EXP(a), a); MATMUL_TN of TANH(ADD(MATMUL)), the product and the add
+         * virtual). At most 3 outputs beside the gradients. */
+        tprog *q = tprog_new(&ar, "tree");
+        tref a = t_arg(q, 0, h), c = t_arg(q, 1, 1);
+        tref sum = t_bin(q, T_ADD, t_un(q, T_EXP, a), t_bin(q, T_MUL, a, t_const(q, 0.5)));
+        t_output(q, t_bin(q, T_SUB, sum, a));
+        t_output(q, t_select(q, t_bin(q, T_SUB, a, t_const(q, 0.2)), t_un(q, T_SIGMOID, a), t_un(q, T_SOFTPLUS, a)));
+        tref v1 = t_bin(q, T_ADD, t_un(q, T_NEG, c), a);
+        tref v2 = t_bin(q, T_ADD, t_un(q, T_EXP, c), c);
+        t_output(q, t_bin(q, T_MUL, t_bin(q, T_MUL, v1, v2), t_bin(q, T_MUL, sum, sum)));
+        t_grad_output(q, 3, t_batchsum(q, t_bin(q, T_MUL, t_un(q, T_EXP, a), a)));
+        tref th = t_un(q, T_TANH, t_bin(q, T_ADD, t_matmul(q, a, t_param(q, g, 2)), t_param(q, g, 3)));
+        t_grad_output(q, 2, t_matmul_tn(q, th, a));
+        q->param_total = tir_param_offsets(g, NULL);
+        snprintf(what, sizeof what, "fusion tree %d", h);
+        check_fused(what, q, g, 12, -1, 1);
+        check_prog(what, q, g, &s);
+
+        /* a loop: the whole body's tree (product, bias, tanh, two scalings, their sum) is
+         * fused into the ADD that is the next state; a value computed before the loop and
+         * used in the body stays materialized (another region), as does the LOOP_END's
+         * operand; after the loop, SUB under MUL */
+        tprog *r = tprog_new(&ar, "loopfuse");
+        tref rx = t_arg(r, 0, h);
+        tref pre = t_un(r, T_NEG, rx);
+        tref b = t_loop_begin(r, rx, 5);
+        tref th2 = t_un(r, T_TANH, t_bin(r, T_ADD, t_matmul(r, b, t_param(r, g, 2)), t_param(r, g, 3)));
+        tref nx0 = t_bin(r, T_ADD, t_bin(r, T_MUL, b, t_const(r, 0.5)), t_bin(r, T_MUL, th2, t_const(r, 0.25)));
+        tref e = t_loop_end(r, t_bin(r, T_ADD, nx0, pre), b);
+        t_output(r, t_bin(r, T_MUL, t_bin(r, T_SUB, e, t_const(r, 1)), e));
+        snprintf(what, sizeof what, "fusion loop %d", h);
+        check_fused(what, r, g, 7, -1, 1);
+        check_prog(what, r, g, &s);
+        arena_free(&ar);
+    }
+}
+
+/* Every program of every example (forward, inverse, log_prob, sample) and its gradient
+ * program, compiled fused and not fused, give the same outputs (f64 within 1e-12, f32 within
+ * 1e-5 relative), and fusion applies to each example. */
+TEST(fusion_examples) {
+    static const char *const files[] = { "examples/moons.flow", "examples/cmoons.flow", "examples/maf.flow",
+                                         "examples/glow_dense.flow", "examples/custom.flow" };
+    for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
+        arena ar;
+        arena_init(&ar);
+        diag_ctx dc;
+        diag_init(&dc, &ar);
+        sema_result res;
+        memset(&res, 0, sizeof res);
+        if (front_compile_file(&dc, files[fi], &res, NULL) || res.nflows < 1) {
+            CHECK(0, "%s does not compile", files[fi]);
+            arena_free(&ar);
+            continue;
+        }
+        ir_graph *g = res.flows[0];
+        derived dv;
+        tprog *gp = NULL;
+        char err[1024] = "";
+        if (derive_all(g, &ar, &dv, err, sizeof err) || grad_build(g, &ar, &gp, err, sizeof err)) {
+            CHECK(0, "%s: %s", files[fi], err);
+            arena_free(&ar);
+            continue;
+        }
+        enum { NPROG = PROG_COUNT + 1 };
+        const tprog *progs[NPROG];
+        for (int k = 0; k < PROG_COUNT; k++) progs[k] = dv.p[k];
+        progs[PROG_COUNT] = gp;
+        int64_t np = tir_param_offsets(g, NULL);
+        double *params = malloc(sizeof(double) * (size_t)(np + 1));
+        init_params(g, params, 7, 0.5);
+        for (int dt = DT_F32; dt <= DT_F64; dt++) {
+            kern k[2][NPROG];
+            int ok = 1, nf = 0;
+            for (int fu = 0; fu < 2 && ok; fu++) {   /* 0: fused, 1: no_fuse */
+                cg_options o;
+                cg_default_options(&o);
+                o.dtype = dt;
+                o.opt_level = TEST_OPT;
+                o.no_fuse = fu;
+                cg_module *m = NULL;
+                char prefix[32], names[NPROG][96];
+                snprintf(prefix, sizeof prefix, "fx%d", uniq++);
+                int rc = cg_build(progs, NPROG, g, prefix, &o, &m, err, sizeof err);
+                CHECK(rc == 0, "%s: %s", files[fi], err);
+                if (rc) { ok = 0; break; }
+                for (int q = 0; q < NPROG; q++) {
+                    k[fu][q].ws = cg_workspace_bytes(m, q);
+                    k[fu][q].V = cg_vector_width(m);
+                    k[fu][q].dtype = dt;
+                    k[fu][q].nfused = cg_fused_count(m, q);
+                    if (!fu) nf += k[fu][q].nfused;
+                    else CHECK(k[fu][q].nfused == 0, "%s %s: %d virtual nodes with no_fuse", files[fi], progs[q]->name,
+                               k[fu][q].nfused);
+                    snprintf(names[q], sizeof names[q], "%s", cg_function_name(m, q));
+                }
+                if (jit_add(J, m, err, sizeof err)) { CHECK(0, "%s", err); ok = 0; break; }
+                for (int q = 0; q < NPROG; q++) {
+                    k[fu][q].f = (kern_fn)jit_lookup(J, names[q], err, sizeof err);
+                    CHECK(k[fu][q].f != NULL, "%s", err);
+                    if (!k[fu][q].f) ok = 0;
+                }
+            }
+            if (!ok) continue;
+            CHECK(nf > 0, "%s: fusion made no node virtual", files[fi]);
+            for (int q = 0; q < NPROG; q++) {
+                const tprog *p = progs[q];
+                if (getenv("NFC_CG_TIMING") && dt == DT_F32)
+                    printf("# fusion %s %s (%d nodes): %d virtual, workspace %lld bytes fused, %lld not (f32, V = %d)\n",
+                           files[fi], p->name, p->nn, k[0][q].nfused, (long long)k[0][q].ws, (long long)k[1][q].ws, k[0][q].V);
+                if (k[0][q].nfused > 0)
+                    CHECK(k[0][q].ws < k[1][q].ws, "%s %s: workspace %lld fused, %lld not", files[fi], p->name,
+                          (long long)k[0][q].ws, (long long)k[1][q].ws);
+                int64_t n = 3 * k[0][q].V + 5;
+                double *args[TPROG_MAX_IO], *of[TPROG_MAX_IO + 1], *ou[TPROG_MAX_IO + 1];
+                double scalars[4] = { 0.8, 0.8, 0.8, 0.8 };
+                for (int a = 0; a < p->nargs; a++) {
+                    args[a] = malloc(sizeof(double) * (size_t)(n * p->arg_w[a]));
+                    for (int64_t e = 0; e < n * p->arg_w[a]; e++) {
+                        double u = uniform(-1.5, 1.5);
+                        args[a][e] = dt == DT_F32 ? (double)(float)u : u;
+                    }
+                }
+                double *pr = malloc(sizeof(double) * (size_t)(np + 1));
+                for (int64_t e = 0; e < np; e++) pr[e] = dt == DT_F32 ? (double)(float)params[e] : params[e];
+                int no = p->nouts + (p->ngrad ? 1 : 0);
+                for (int o2 = 0; o2 < no; o2++) {
+                    size_t cnt = (size_t)(o2 < p->nouts ? n * p->nodes[p->outs[o2]].w : p->param_total);
+                    of[o2] = malloc(sizeof(double) * cnt);
+                    ou[o2] = malloc(sizeof(double) * cnt);
+                }
+                krun(&k[0][q], p, np, n, 11, 99, args, scalars, pr, of);
+                krun(&k[1][q], p, np, n, 11, 99, args, scalars, pr, ou);
+                double tol = dt == DT_F32 ? 1e-5 : 1e-12;
+                for (int o2 = 0; o2 < no; o2++) {
+                    int64_t cnt = o2 < p->nouts ? n * p->nodes[p->outs[o2]].w : p->param_total;
+                    int bad = 0;
+                    for (int64_t e = 0; e < cnt && bad < 3; e++)
+                        if (!close_enough(of[o2][e], ou[o2][e], tol)) {
+                            bad++;
+                            CHECK(0, "%s %s %s V=%d out %d elem %lld: fused %.17g, not fused %.17g", files[fi], p->name,
+                                  dt == DT_F32 ? "f32" : "f64", k[0][q].V, o2, (long long)e, of[o2][e], ou[o2][e]);
+                        }
+                    free(of[o2]);
+                    free(ou[o2]);
+                }
+                for (int a = 0; a < p->nargs; a++) free(args[a]);
+                free(pr);
+            }
+        }
+        free(params);
+        arena_free(&ar);
+    }
+}
+
 /* Segments (cg_options.segment_nodes): a program's tile code split into functions of a few
  * nodes computes the same bits as one function, for every program of three examples (the
  * MAF inverse has a tensor-IR loop, which a segment must not cut; glow_dense has LU). */
@@ -1440,6 +1708,8 @@ int main(void) {
     RUN(big_program);
     RUN(gradient_ops);
     RUN(jit_equals_interpreter);
+    RUN(fusion_programs);
+    RUN(fusion_examples);
     RUN(segments_equal_one_function);
     jit_free(J);
     return t_done();
