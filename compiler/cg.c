@@ -1229,6 +1229,99 @@ static int plan_fusion(cgx *x) {
     return 0;
 }
 
+/* Slots of the batched values, from offset base; returns the workspace's end, or -1.
+ * A value is live from its node to its last use, where a use is at the position where the
+ * user's code is emitted: a virtual node's (fusion) is its root's. A value used inside a
+ * tensor-IR loop body but defined before the loop lives to the loop's end (the body runs
+ * again); a LOOP_BEGIN lives to its LOOP_END (the state is copied there) and, when the
+ * LOOP_END shares its slot, as long as the LOOP_END. Outputs live to the end of the tile.
+ * Going through the nodes in order, a node takes a free slot of its size (or new space)
+ * before the values that die at its position are freed, so no node writes over its own
+ * operands. Slots are exact sizes (w vectors of V lanes, 64-byte aligned), reused by the
+ * widths that recur in a flow. */
+static int64_t plan_tile_slots(cgx *x, int64_t base) {
+    const tprog *p = x->p;
+    int nn = p->nn;
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)nn), *last = malloc(sizeof(int32_t) * (size_t)nn);
+    int32_t *user = malloc(sizeof(int32_t) * (size_t)nn), *reg = malloc(sizeof(int32_t) * (size_t)nn);
+    int32_t *loop_end = malloc(sizeof(int32_t) * (size_t)nn), *head = malloc(sizeof(int32_t) * (size_t)(nn + 1));
+    int32_t *next = malloc(sizeof(int32_t) * (size_t)nn);
+    int64_t *fsize = malloc(sizeof(int64_t) * (size_t)nn), *foff = malloc(sizeof(int64_t) * (size_t)nn);
+    int64_t end = base;
+    if (!pos || !last || !user || !reg || !loop_end || !head || !next || !fsize || !foff) {
+        cg_fail(x, "out of memory");
+        end = -1;
+        goto done;
+    }
+    int lb = -1;
+    for (int i = 0; i < nn; i++) {
+        const tnode *nd = &p->nodes[i];
+        user[i] = -1;
+        last[i] = -1;
+        loop_end[i] = -1;
+        if (nd->op == T_LOOP_BEGIN) lb = i;
+        reg[i] = nd->op == T_LOOP_BEGIN ? -1 : lb;
+        if (nd->op == T_LOOP_END) { if (lb >= 0) loop_end[lb] = i; lb = -1; reg[i] = -1; }
+        if (!x->live[i]) continue;
+        for (int k = 0; k < nd->nin; k++) user[nd->in[k]] = i;
+    }
+    for (int i = nn - 1; i >= 0; i--) pos[i] = x->virt[i] && user[i] > i ? pos[user[i]] : i;
+    for (int u = 0; u < nn; u++) {
+        const tnode *nd = &p->nodes[u];
+        if (!x->live[u]) continue;
+        for (int k = 0; k < nd->nin; k++) {
+            int v = nd->in[k], at = pos[u];
+            if (reg[u] >= 0 && reg[v] != reg[u] && v < reg[u] && loop_end[reg[u]] > at) at = loop_end[reg[u]];
+            if (at > last[v]) last[v] = at;
+        }
+    }
+    for (int k = 0; k < p->nouts; k++) last[p->outs[k]] = nn;
+    for (int b = 0; b < nn; b++) {
+        if (p->nodes[b].op != T_LOOP_BEGIN || loop_end[b] < 0) continue;
+        int e = loop_end[b];
+        if (last[b] < e) last[b] = e;
+        if (!x->sep[e] && last[e] > last[b]) last[b] = last[e];
+    }
+    /* the values that die at each position */
+    for (int i = 0; i <= nn; i++) head[i] = -1;
+    for (int i = 0; i < nn; i++) {
+        if (!x->live[i] || x->virt[i] || p->nodes[i].rows != 0 || x->slot[i] >= 0) continue;
+        if (last[i] < i) last[i] = i;
+        next[i] = head[last[i]];
+        head[last[i]] = i;
+    }
+    int nfree = 0;
+    for (int i = 0; i < nn; i++) {
+        const tnode *nd = &p->nodes[i];
+        if (x->live[i] && !x->virt[i] && nd->rows == 0 && !(nd->op == T_LOOP_END && !x->sep[i])) {
+            int64_t bytes = round64((int64_t)nd->w * x->V * x->esz);
+            int f = nfree - 1;
+            while (f >= 0 && fsize[f] != bytes) f--;
+            if (f >= 0) {
+                x->slot[i] = foff[f];
+                fsize[f] = fsize[nfree - 1];
+                foff[f] = foff[nfree - 1];
+                nfree--;
+            } else {
+                x->slot[i] = end;
+                end += bytes;
+            }
+        }
+        for (int d = head[i]; d >= 0; d = next[d]) {
+            if (p->nodes[d].op == T_LOOP_END && !x->sep[d]) continue;   /* its LOOP_BEGIN's slot */
+            fsize[nfree] = round64((int64_t)p->nodes[d].w * x->V * x->esz);
+            foff[nfree] = x->slot[d];
+            nfree++;
+        }
+    }
+    for (int e = 0; e < nn; e++)   /* a LOOP_END that shares its LOOP_BEGIN's slot */
+        if (x->live[e] && p->nodes[e].op == T_LOOP_END && p->nodes[e].rows == 0 && !x->sep[e])
+            x->slot[e] = x->slot[p->nodes[e].in[1]];
+done:
+    free(pos); free(last); free(user); free(reg); free(loop_end); free(head); free(next); free(fsize); free(foff);
+    return end;
+}
+
 static void add_attr(cgx *x, LLVMValueRef f, LLVMAttributeIndex at, const char *name, uint64_t val) {
     LLVMAddAttributeAtIndex(f, at, LLVMCreateEnumAttribute(x->C, LLVMGetEnumAttributeKindForName(name, strlen(name)), val));
 }
@@ -1359,27 +1452,33 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     if (plan_fusion(x)) return -1;
     x->fmm = -1;
 
-    /* workspace: one 64-byte aligned slot per live computed node that is not virtual */
+    /* workspace: the persistent part first (unbatched values, computed once per call and
+     * read by every tile; LU diagonals; reduction accumulators), then the tile part, the
+     * batched values, whose slots are reused once a value is dead (plan_tile_slots) */
     int64_t off = 0;
     for (int i = 0; i < nn; i++) {
         const tnode *nd = &p->nodes[i];
         x->slot[i] = x->aux[i] = -1;
         if (!x->live[i] || x->virt[i]) continue;
-        if (nd->op == T_LOOP_END && !x->sep[i]) { x->slot[i] = x->slot[nd->in[1]]; continue; }
-        if (nd->rows != 0 && (nd->op == T_PARAM || nd->op == T_CONST || nd->op == T_CONSTTENSOR)) continue;
-        int64_t bytes = nd->rows ? (int64_t)nd->rows * nd->w * x->esz : (int64_t)nd->w * x->V * x->esz;
-        x->slot[i] = off;
-        off += round64(bytes);
-        if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT || nd->op == T_LU_INVT) {
-            x->aux[i] = off;
-            off += round64((int64_t)nd->w * x->esz);
+        if (nd->rows == 0) {
+            if (nd->op == T_LU_FWD || nd->op == T_LU_INV || nd->op == T_LU_U || nd->op == T_LU_UT || nd->op == T_LU_INVT) {
+                x->aux[i] = off;
+                off += round64((int64_t)nd->w * x->esz);
+            }
+            continue;
         }
+        if (nd->op == T_LOOP_END && !x->sep[i]) { x->slot[i] = x->slot[nd->in[1]]; continue; }
+        if (nd->op == T_PARAM || nd->op == T_CONST || nd->op == T_CONSTTENSOR) continue;
+        x->slot[i] = off;
+        off += round64((int64_t)nd->rows * nd->w * x->esz);
         if (t_ops[nd->op].flags & TF_RED) {   /* accumulators (red_acc_bytes) */
             x->aux[i] = off;
             off += round64(red_acc_bytes(x, i));
             if (tn_blocked(x, i)) off += round64((int64_t)nd->rows * x->V * x->esz);   /* Am */
         }
     }
+    off = plan_tile_slots(x, off);
+    if (off < 0) return -1;
 
     /* the function */
     if (LLVMGetNamedFunction(x->M, name)) { cg_fail(x, "codegen: two programs named %s", name); return -1; }
