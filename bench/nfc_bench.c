@@ -3,7 +3,7 @@
  *
  *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--vector-width V]
  *
- * (--shard: rows per shard of a training batch; default 32 as in nfc train; for analysis.
+ * (--shard: rows per shard of a training batch; default automatic as in nfc train; for analysis.
  * --no-fuse: nfc_options.no_fuse, every program compiled without fusion, to compare in one
  * binary.)
  *
@@ -16,7 +16,7 @@
  *   flops_fwd        2*in*out summed over the model's dense weights (*.dense*.w), per sample
  *   param_*          checksums of the initial parameters (bench/run compares with PyTorch's)
  *   train_sps        training samples/s: rt_train_run (what `nfc train` runs: T threads,
- *                    shards of 32 rows, deterministic reduction, clipping, AdamW), timed
+ *                    automatic shards, deterministic reduction, clipping, AdamW), timed
  *                    between its per-step progress callbacks
  *   train_bigshard_sps  the same with shards of B / T rows (one per thread), for analysis
  *   logprob_api_sps  nfc_log_prob (doubles in and out, converted in chunks; one thread)
@@ -337,7 +337,7 @@ int main(int argc, char **argv) {
     cfg.valid_frac = 0;
     cfg.steps = 1000000000;
     cfg.actnorm_init = 0; /* PyTorch's side has no data-dependent init either */
-    if (shard > 0) cfg.shard = shard; /* default 32, as nfc train; other sizes only for analysis */
+    if (shard > 0) cfg.shard = shard; /* default automatic, as nfc train; other sizes only for analysis */
     rt_train_data data = { tx, NULL, ntrain, NULL, NULL, 0 };
     train_ctx tc;
     memset(&tc, 0, sizeof tc);
