@@ -25,6 +25,7 @@
  */
 #include "cg.h"
 #include "cg_math.h"
+#include "randn.h"
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
@@ -864,13 +865,123 @@ static void emit_scatter(cgx *x, int i) {
     }
 }
 
-static LLVMValueRef mix64(cgx *x, LLVMValueRef z) {
-    z = LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, ci64(x, 30), ""), "");
-    z = LLVMBuildMul(x->b, z, LLVMConstInt(x->i64, 0xbf58476d1ce4e5b9ull, 0), "");
-    z = LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, ci64(x, 27), ""), "");
-    z = LLVMBuildMul(x->b, z, LLVMConstInt(x->i64, 0x94d049bb133111ebull, 0), "");
-    return LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, ci64(x, 31), ""), "");
+/* an i64 constant of z's type (scalar or vector) */
+static LLVMValueRef kint(LLVMValueRef z, uint64_t v) {
+    LLVMTypeRef ty = LLVMTypeOf(z);
+    if (LLVMGetTypeKind(ty) != LLVMVectorTypeKind) return LLVMConstInt(ty, v, 0);
+    LLVMValueRef e[64], c = LLVMConstInt(LLVMGetElementType(ty), v, 0);
+    unsigned n = LLVMGetVectorSize(ty);
+    for (unsigned i = 0; i < n; i++) e[i] = c;
+    return LLVMConstVector(e, n);
 }
+static LLVMValueRef mix64(cgx *x, LLVMValueRef z) {
+    z = LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, kint(z, 30), ""), "");
+    z = LLVMBuildMul(x->b, z, kint(z, 0xbf58476d1ce4e5b9ull), "");
+    z = LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, kint(z, 27), ""), "");
+    z = LLVMBuildMul(x->b, z, kint(z, 0x94d049bb133111ebull), "");
+    return LLVMBuildXor(x->b, z, LLVMBuildLShr(x->b, z, kint(z, 31), ""), "");
+}
+
+/* RANDN on a whole tile at once: the uniforms of the V lanes as <V x i64> / <V x double>,
+ * then compiler/randn.h's log and cosine on vectors, operation for operation (no fast-math
+ * flags: nothing may be contracted or reassociated), so the bits are the interpreter's. */
+static LLVMValueRef dconst(cgx *x, LLVMTypeRef ty, double v) {
+    LLVMValueRef c = LLVMConstReal(x->f64, v);
+    if (LLVMGetTypeKind(ty) != LLVMVectorTypeKind) return c;
+    LLVMValueRef e[64];
+    for (int i = 0; i < x->V; i++) e[i] = c;
+    return LLVMConstVector(e, (unsigned)x->V);
+}
+#define DMUL(p_, q_) LLVMBuildFMul(x->b, (p_), (q_), "")
+#define DADD(p_, q_) LLVMBuildFAdd(x->b, (p_), (q_), "")
+#define DSUB(p_, q_) LLVMBuildFSub(x->b, (p_), (q_), "")
+static LLVMValueRef vlog01(cgx *x, LLVMTypeRef dt, LLVMTypeRef it, LLVMValueRef u) {
+    LLVMValueRef b = LLVMBuildBitCast(x->b, u, it, "");
+    LLVMValueRef e = LLVMBuildSub(x->b, LLVMBuildAnd(x->b, LLVMBuildLShr(x->b, b, kint(b, 52), ""), kint(b, 0x7ff), ""),
+                                  kint(b, 1023), "");
+    LLVMValueRef mb = LLVMBuildOr(x->b, LLVMBuildAnd(x->b, b, kint(b, 0x000fffffffffffffull), ""), kint(b, 0x3ff0000000000000ull), "");
+    LLVMValueRef m = LLVMBuildBitCast(x->b, mb, dt, "");
+    LLVMValueRef big = LLVMBuildFCmp(x->b, LLVMRealOGT, m, dconst(x, dt, TIR_SQRT2), "");
+    m = LLVMBuildSelect(x->b, big, DMUL(m, dconst(x, dt, 0.5)), m, "");
+    e = LLVMBuildSelect(x->b, big, LLVMBuildAdd(x->b, e, kint(e, 1), ""), e, "");
+    LLVMValueRef s = LLVMBuildFDiv(x->b, DSUB(m, dconst(x, dt, 1.0)), DADD(m, dconst(x, dt, 1.0)), "");
+    LLVMValueRef z = DMUL(s, s);
+    LLVMValueRef p = dconst(x, dt, tir_rlog[TIR_RLOG_N - 1]);
+    for (int k = TIR_RLOG_N - 2; k >= 0; k--) p = DADD(DMUL(p, z), dconst(x, dt, tir_rlog[k]));
+    LLVMValueRef lm = DADD(DADD(s, s), DMUL(DMUL(s, z), p));
+    LLVMValueRef ed = LLVMBuildSIToFP(x->b, e, dt, "");
+    LLVMValueRef lo = DADD(DMUL(ed, dconst(x, dt, TIR_LN2_LO)), lm);
+    return DADD(DMUL(ed, dconst(x, dt, TIR_LN2_HI)), lo);
+}
+static LLVMValueRef vcos2pi(cgx *x, LLVMTypeRef dt, LLVMValueRef u) {
+    LLVMTypeRef fty;
+    LLVMValueRef t = DSUB(u, dconst(x, dt, 0.5));
+    LLVMValueRef rf = intrinsic(x, "llvm.round", &dt, 1, &fty);
+    LLVMValueRef t4 = DMUL(t, dconst(x, dt, 4.0));
+    LLVMValueRef q = LLVMBuildCall2(x->b, fty, rf, &t4, 1, "");
+    LLVMValueRef r = DSUB(t, DMUL(q, dconst(x, dt, 0.25)));
+    LLVMValueRef xr = DMUL(r, dconst(x, dt, TIR_2PI));
+    LLVMValueRef x2 = DMUL(xr, xr);
+    LLVMValueRef ps = dconst(x, dt, tir_rsin[TIR_RTRIG_N - 1]), pc = dconst(x, dt, tir_rcos[TIR_RTRIG_N - 1]);
+    for (int k = TIR_RTRIG_N - 2; k >= 0; k--) {
+        ps = DADD(DMUL(ps, x2), dconst(x, dt, tir_rsin[k]));
+        pc = DADD(DMUL(pc, x2), dconst(x, dt, tir_rcos[k]));
+    }
+    LLVMValueRef sn = DADD(xr, DMUL(DMUL(xr, x2), ps));
+    LLVMValueRef cs = DADD(dconst(x, dt, 1.0), DMUL(x2, pc));
+    LLVMValueRef nsn = LLVMBuildFNeg(x->b, sn, ""), ncs = LLVMBuildFNeg(x->b, cs, "");
+    LLVMValueRef v = cs;
+    v = LLVMBuildSelect(x->b, LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, -1.0), ""), nsn, v, "");
+    v = LLVMBuildSelect(x->b, LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, 1.0), ""), sn, v, "");
+    v = LLVMBuildSelect(x->b, LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, 0.0), ""), ncs, v, "");
+    return v;
+}
+static void emit_randn_tile(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    int64_t w = nd->w;
+    uint64_t salt = (uint64_t)(int64_t)nd->iattr[0];
+    LLVMTypeRef it = x->V > 1 ? LLVMVectorType(x->i64, (unsigned)x->V) : x->i64;
+    LLVMTypeRef dt = x->V > 1 ? LLVMVectorType(x->f64, (unsigned)x->V) : x->f64;
+    LLVMValueRef r = LLVMBuildAdd(x->b, x->a_row0, x->tbase, "");
+    if (x->V > 1) {   /* splat, plus the lane index */
+        LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(it), r, ci32(x, 0), "");
+        v = LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(it), LLVMConstNull(x->vi32), "");
+        LLVMValueRef e[64];
+        for (int l = 0; l < x->V; l++) e[l] = LLVMConstInt(x->i64, (unsigned long long)l, 0);
+        r = LLVMBuildAdd(x->b, v, LLVMConstVector(e, (unsigned)x->V), "");
+    }
+    LLVMValueRef seed = x->a_seed;
+    if (x->V > 1) {
+        LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(it), seed, ci32(x, 0), "");
+        seed = LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(it), LLVMConstNull(x->vi32), "");
+    }
+    LLVMValueRef rw = LLVMBuildMul(x->b, r, kint(r, (uint64_t)w), "");
+    cgloop Lc;
+    FOR(x, Lc, w, c) {
+        LLVMValueRef cv = c;
+        if (x->V > 1) {
+            LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(it), c, ci32(x, 0), "");
+            cv = LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(it), LLVMConstNull(x->vi32), "");
+        }
+        LLVMValueRef k2 = LLVMBuildShl(x->b, LLVMBuildAdd(x->b, rw, cv, ""), kint(rw, 1), "");
+        LLVMValueRef u[2];
+        for (int t = 0; t < 2; t++) {
+            LLVMValueRef kk = LLVMBuildAdd(x->b, k2, kint(k2, salt + (uint64_t)t), "");
+            LLVMValueRef h = mix64(x, LLVMBuildXor(x->b, seed, mix64(x, kk), ""));
+            LLVMValueRef f = LLVMBuildUIToFP(x->b, LLVMBuildLShr(x->b, h, kint(h, 11), ""), dt, "");
+            u[t] = DMUL(DADD(f, dconst(x, dt, 0.5)), dconst(x, dt, 0x1p-53));
+        }
+        LLVMTypeRef fty;
+        LLVMValueRef sq = intrinsic(x, "llvm.sqrt", &dt, 1, &fty);
+        LLVMValueRef a = DMUL(dconst(x, dt, -2.0), vlog01(x, dt, it, u[0]));
+        LLVMValueRef v = DMUL(LLVMBuildCall2(x->b, fty, sq, &a, 1, ""), vcos2pi(x, dt, u[1]));
+        if (!x->f64mode) v = LLVMBuildFPTrunc(x->b, v, x->VT, "");
+        bstore(x, i, c, v);
+    }
+}
+#undef DMUL
+#undef DADD
+#undef DSUB
 
 static LLVMValueRef libm1(cgx *x, const char *name, LLVMValueRef v) { return call1(x, name, v); }
 
@@ -878,6 +989,7 @@ static LLVMValueRef libm1(cgx *x, const char *name, LLVMValueRef v) { return cal
  * fast-math flags at all), so that every backend and every tiling gives the same bits. */
 static void emit_rand(cgx *x, int i) {
     const tnode *nd = ND(x, i);
+    if (nd->op == T_RANDN) { emit_randn_tile(x, i); return; }
     int64_t w = nd->w;
     uint64_t salt = (uint64_t)(int64_t)nd->iattr[0];
     cgloop Lc, Ll;

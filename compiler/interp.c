@@ -5,6 +5,8 @@
 #include "interp.h"
 
 #include <math.h>
+
+#include "randn.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +30,10 @@ static void uniforms(int64_t seed, int salt, int64_t row, int w, int col, double
 double tir_rand_normal(int64_t seed, int salt, int64_t row, int w, int col) {
     double u1, u2;
     uniforms(seed, salt, row, w, col, &u1, &u2);
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    double l = tir_log01(u1);
+    double a = -2.0 * l;
+    double rad = sqrt(a);
+    return rad * tir_cos2pi(u2);
 }
 
 double tir_rand_logistic(int64_t seed, int salt, int64_t row, int w, int col) {

@@ -24,8 +24,9 @@
  *   k   = (uint64)(r * w + c)
  *   h1  = mix64(seed ^ mix64(k * 2 + 0 + salt)),  h2 = mix64(seed ^ mix64(k * 2 + 1 + salt))
  *   u1  = ((h1 >> 11) + 0.5) * 2^-53,  u2 = ((h2 >> 11) + 0.5) * 2^-53      (both in (0, 1))
- *   normal:   sqrt(-2 log u1) * cos(2 pi u2)
- *   logistic: log(u1) - log1p(-u1)
+ *   normal:   sqrt(-2 L) * C, L = tir_log01(u1), C = tir_cos2pi(u2) (compiler/randn.h: log and
+ *             cos(2 pi .) from basic operations in a fixed order, so every backend gets the same bits)
+ *   logistic: log(u1) - log1p(-u1)   (libm)
  * where mix64 is the splitmix64 finalizer (z ^= z >> 30; z *= 0xbf58476d1ce4e5b9;
  * z ^= z >> 27; z *= 0x94d049bb133111eb; z ^= z >> 31) and salt = iattr[0] (distinct per node).
  * The whole value (uniforms and transform) is computed in f64 and rounded once to the
