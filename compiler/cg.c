@@ -1174,8 +1174,34 @@ static void red_finish(cgx *x, int i) {
 }
 
 /* gradient outputs: outs[nouts] = 0, then += every gradient value at its parameter's offset */
+/* The gradient outputs into outs[nouts]. Usually every parameter has exactly one gradient
+ * value (grad.c sums every use of a parameter into one): then each is one copy of its
+ * [rows, w] values, and nothing is zeroed first. Otherwise (a parameter without a gradient,
+ * or listed twice) the array is zeroed and every value added. */
 static void write_grads(cgx *x) {
     const tprog *p = x->p;
+    int64_t covered = 0;
+    int dup = 0;
+    for (int k = 0; k < p->ngrad; k++) {
+        const tnode *nd = ND(x, p->gval[k]);
+        covered += (int64_t)nd->rows * nd->w;
+        for (int q = 0; q < k; q++) dup |= p->gparam[q] == p->gparam[k];
+    }
+    if (!dup && covered == p->param_total) {
+        for (int k = 0; k < p->ngrad; k++) {
+            int v = p->gval[k];
+            const tnode *nd = ND(x, v);
+            LLVMValueRef d = gep(x, x->T, x->gradp, ci64(x, x->poff[p->gparam[k]]));
+            int64_t ne = (int64_t)nd->rows * nd->w;
+            if (nd->op == T_CONST) {
+                cgloop L;
+                FOR(x, L, ne, e) store(x, uelem(x, v, ci64(x, 0), ci64(x, 0)), gep(x, x->T, d, e), x->esz);
+            } else {
+                LLVMBuildMemCpy(x->b, d, (unsigned)x->esz, ubase(x, v), (unsigned)x->esz, ci64(x, ne * x->esz));
+            }
+        }
+        return;
+    }
     LLVMBuildMemSet(x->b, x->gradp, LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0), ci64(x, p->param_total * x->esz),
                     (unsigned)x->esz);
     for (int k = 0; k < p->ngrad; k++) {
