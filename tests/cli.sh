@@ -23,6 +23,9 @@ expect() {
 }
 
 expect 0 "--help" "usage: nfc" "$NFC" --help
+expect 0 "train --help" "--steps" "$NFC" train --help
+expect 0 "logprob -h" "--weights" "$NFC" logprob -h
+expect 0 "MODEL -o ... --help" "--emit" "$NFC" examples/moons.flow -o x.so --help
 expect 0 "--version" "^nfc [0-9]" "$NFC" --version
 expect 2 "no arguments" "usage: nfc" "$NFC"
 expect 2 "unknown command" "did you mean 'check'" "$NFC" chek x.flow

@@ -205,6 +205,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[i];
+    /* `nfc COMMAND --help`: the one help text, which covers every command */
+    for (int k = i + 1; k < argc; k++)
+        if (!strcmp(argv[k], "-h") || !strcmp(argv[k], "--help")) { fputs(usage_text, stdout); return 0; }
     static const char *const cmds[] = { "check", "forward", "inverse", "logprob", "eval", "sample", "train", "data" };
     if (!strcmp(cmd, "data")) return cmd_data(argc - i - 1, argv + i + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - i - 1, argv + i + 1, use_color());
