@@ -50,8 +50,8 @@ struct rt_pool {
     int              D, C;
     int64_t          P, n, shard, round0;   /* round0: the first shard of the round */
     double         **buf;                   /* [nt][P + 1]: the round's shard sums */
-    double           loss[64];              /* the round's shard losses (nt <= 64) */
-    int              rc[64];
+    double          *loss;                  /* [nt]: the round's shard losses */
+    int             *rc;                    /* [nt]: their status */
     double          *gsum;
     int64_t          nbuf;
     char             err[1024];
@@ -184,13 +184,14 @@ void rt_pool_free(rt_pool *p) {
     pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->done);
     free(p->buf);
+    free(p->loss);
+    free(p->rc);
     free(p->t);
     free(p);
 }
 
 rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
     if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
     rt_pool *p = calloc(1, sizeof *p);
     if (!p) { snprintf(err, errlen, "out of memory"); return NULL; }
     pthread_mutex_init(&p->mu, NULL);
@@ -201,7 +202,9 @@ rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
     p->P = nfc_param_total(m);
     p->t = calloc((size_t)threads, sizeof *p->t);
     p->buf = calloc((size_t)threads, sizeof *p->buf);
-    if (!p->t || !p->buf) { snprintf(err, errlen, "out of memory"); rt_pool_free(p); return NULL; }
+    p->loss = calloc((size_t)threads, sizeof *p->loss);
+    p->rc = calloc((size_t)threads, sizeof *p->rc);
+    if (!p->t || !p->buf || !p->loss || !p->rc) { snprintf(err, errlen, "out of memory"); rt_pool_free(p); return NULL; }
     p->nt = threads;
     /* workers are made here, on one thread: the first builds the gradient program */
     for (int i = 0; i < threads; i++) {
