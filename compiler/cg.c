@@ -1371,8 +1371,10 @@ static int plan_fusion(cgx *x) {
  * A value is live from its node to its last use, where a use is at the position where the
  * user's code is emitted: a virtual node's (fusion) is its root's. A value used inside a
  * tensor-IR loop body but defined before the loop lives to the loop's end (the body runs
- * again); a LOOP_BEGIN lives to its LOOP_END (the state is copied there) and, when the
- * LOOP_END shares its slot, as long as the LOOP_END. Outputs live to the end of the tile.
+ * again); a LOOP_BEGIN lives as long as a LOOP_END that shares its slot (that slot holds
+ * the loop's result), and, conservatively, at least to its LOOP_END, where the next state is
+ * copied into it (not needed for correctness: a body value that took the slot is dead or is
+ * the next state by then; kept so the state slot is never shared within a trip). Outputs live to the end of the tile.
  * Going through the nodes in order, a node takes a free slot of its size (or new space)
  * before the values that die at its position are freed, so no node writes over its own
  * operands. Slots are exact sizes (w vectors of V lanes, 64-byte aligned), reused by the

@@ -851,28 +851,39 @@ TEST(gradient_ops) {
 
 /* every program derived from the examples (forward, inverse, log_prob, sample, loss_grad,
  * inverse_grad) gives the interpreter's results */
+/* Compiles example `path` into ar and derives its programs: the four of derive_all, the
+ * gradient (gp) and, when gi is not NULL, the gradient through the inverse. Returns the
+ * flow graph, or NULL after a CHECK failure. */
+static ir_graph *load_example(const char *path, arena *ar, derived *dv, tprog **gp, tprog **gi) {
+    diag_ctx dc;
+    diag_init(&dc, ar);
+    sema_result res;
+    memset(&res, 0, sizeof res);
+    char err[1024] = "";
+    if (front_compile_file(&dc, path, &res, NULL) || res.nflows < 1) {
+        CHECK(0, "%s does not compile", path);
+        return NULL;
+    }
+    ir_graph *g = res.flows[0];
+    if (derive_all(g, ar, dv, err, sizeof err) || grad_build(g, ar, gp, err, sizeof err)
+        || (gi && grad_build_inverse(g, ar, gi, err, sizeof err))) {
+        CHECK(0, "%s: %s", path, err);
+        return NULL;
+    }
+    return g;
+}
+
 TEST(jit_equals_interpreter) {
     static const char *const files[] = { "examples/moons.flow", "examples/cmoons.flow", "examples/maf.flow",
                                          "examples/glow_dense.flow", "examples/custom.flow" };
     for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
         arena ar;
         arena_init(&ar);
-        diag_ctx dc;
-        diag_init(&dc, &ar);
-        sema_result res;
-        memset(&res, 0, sizeof res);
-        if (front_compile_file(&dc, files[fi], &res, NULL) || res.nflows < 1) {
-            CHECK(0, "%s does not compile", files[fi]);
-            arena_free(&ar);
-            continue;
-        }
-        ir_graph *g = res.flows[0];
         derived dv;
         tprog *gp = NULL, *gi = NULL;
         char err[1024] = "";
-        if (derive_all(g, &ar, &dv, err, sizeof err) || grad_build(g, &ar, &gp, err, sizeof err) ||
-            grad_build_inverse(g, &ar, &gi, err, sizeof err)) {
-            CHECK(0, "%s: %s", files[fi], err);
+        ir_graph *g = load_example(files[fi], &ar, &dv, &gp, &gi);
+        if (!g) {
             arena_free(&ar);
             continue;
         }
@@ -1514,21 +1525,11 @@ TEST(fusion_examples) {
     for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
         arena ar;
         arena_init(&ar);
-        diag_ctx dc;
-        diag_init(&dc, &ar);
-        sema_result res;
-        memset(&res, 0, sizeof res);
-        if (front_compile_file(&dc, files[fi], &res, NULL) || res.nflows < 1) {
-            CHECK(0, "%s does not compile", files[fi]);
-            arena_free(&ar);
-            continue;
-        }
-        ir_graph *g = res.flows[0];
         derived dv;
         tprog *gp = NULL;
         char err[1024] = "";
-        if (derive_all(g, &ar, &dv, err, sizeof err) || grad_build(g, &ar, &gp, err, sizeof err)) {
-            CHECK(0, "%s: %s", files[fi], err);
+        ir_graph *g = load_example(files[fi], &ar, &dv, &gp, NULL);
+        if (!g) {
             arena_free(&ar);
             continue;
         }
@@ -1635,20 +1636,14 @@ TEST(segments_equal_one_function) {
     for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
         arena ar;
         arena_init(&ar);
-        diag_ctx dc;
-        diag_init(&dc, &ar);
-        sema_result res;
-        memset(&res, 0, sizeof res);
         derived dv;
         tprog *gp = NULL;
         char err[1024] = "";
-        if (front_compile_file(&dc, files[fi], &res, NULL) || res.nflows < 1 || derive_all(res.flows[0], &ar, &dv, err, sizeof err)
-            || grad_build(res.flows[0], &ar, &gp, err, sizeof err)) {
-            CHECK(0, "%s: %s", files[fi], err);
+        ir_graph *g = load_example(files[fi], &ar, &dv, &gp, NULL);
+        if (!g) {
             arena_free(&ar);
             continue;
         }
-        ir_graph *g = res.flows[0];
         enum { NPROG = PROG_COUNT + 1 };
         const tprog *progs[NPROG];
         for (int k = 0; k < PROG_COUNT; k++) progs[k] = dv.p[k];
