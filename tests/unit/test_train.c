@@ -272,6 +272,61 @@ TEST(batches_pure_and_split) {
 
 /* ---- training runs ---- */
 
+/* The training step's parallel parts (shards in rounds, the ordered reduction, the
+ * optimizer's passes in blocks of 16384 values on the pool) against the serial pieces:
+ * nfc_loss_grad on the whole batch, rt_train_clip, rt_adam_step. The model has 34052
+ * parameters, so the optimizer's blocks are three and the last is partial; clipping is
+ * active. Only summation orders differ (the gradient over shards, the norm over blocks). */
+TEST(steps_equal_serial_reference) {
+    static const char *wide_src =
+        "flow wide {\n  input x: f32[2]\n  base normal\n  affine_coupling mask=alternate net=mlp(128, 128)\n"
+        "  reverse\n  affine_coupling mask=alternate net=mlp(128, 128)\n}\n";
+    int64_t n = 48;
+    double *x = make_data(n, 5);
+    rt_train_data data = { x, NULL, n, NULL, NULL, 0 };
+    rt_train_config cfg;
+    small_config(&cfg);
+    cfg.batch = n;     /* one batch per epoch: every step's gradient is over all rows */
+    cfg.shard = 16;    /* 3 shards on 2 threads: 2 rounds */
+    cfg.steps = 3;
+    cfg.valid_frac = 0;
+    cfg.clip_norm = 0.05;
+    char err[1024];
+    nfc_model *m = compile_src(wide_src, 4), *ref = compile_src(wide_src, 4);
+    if (!m || !ref) { CHECK(0, "wide flow does not compile"); nfc_free(m); nfc_free(ref); free(x); return; }
+    int64_t P = nfc_param_total(m);
+    CHECK(P > 2 * 16384, "the model has %lld parameters, fewer than 3 optimizer blocks", (long long)P);
+    double *p0 = malloc(sizeof(double) * (size_t)P), *p = malloc(sizeof(double) * (size_t)P);
+    double *am = calloc((size_t)P, sizeof(double)), *av = calloc((size_t)P, sizeof(double)), *g = malloc(sizeof(double) * (size_t)P);
+    memcpy(p0, nfc_params(m), sizeof(double) * (size_t)P);
+    rt_train_result r;
+    CHECK(rt_train_run(m, &cfg, &data, NULL, NULL, &r, err, sizeof err) == 0, "%s", err);
+    /* the reference, serially */
+    memcpy(p, p0, sizeof(double) * (size_t)P);
+    int clipped = 0;
+    for (int64_t t = 1; t <= cfg.steps; t++) {
+        double loss;
+        CHECK(nfc_loss_grad(ref, n, x, NULL, &loss, g) == 0, "%s", nfc_last_error(ref));
+        clipped += rt_train_clip(P, g, cfg.clip_norm) > cfg.clip_norm;
+        rt_adam_step(P, p, am, av, g, t, rt_train_lr(&cfg, t, cfg.steps), cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay);
+        nfc_params_set(ref, p);
+    }
+    CHECK(clipped == cfg.steps, "clipping was active in %d of %lld steps", clipped, (long long)cfg.steps);
+    const double *pt = nfc_params(m);
+    double worst = 0, moved[3] = { 0, 0, 0 };
+    for (int64_t i = 0; i < P; i++) {
+        double d = fabs(pt[i] - p[i]), mv = fabs(pt[i] - p0[i]);
+        if (d > worst) worst = d;
+        if (mv > moved[i / 16384]) moved[i / 16384] = mv;
+    }
+    CHECK(worst <= 1e-10, "trained parameters differ from the serial reference by %.3g", worst);
+    CHECK(moved[0] > 1e-5 && moved[1] > 1e-5 && moved[2] > 1e-5, "a block of parameters did not move: %.3g %.3g %.3g",
+          moved[0], moved[1], moved[2]);
+    free(p0); free(p); free(am); free(av); free(g); free(x);
+    nfc_free(m);
+    nfc_free(ref);
+}
+
 TEST(resume_is_bit_identical) {
     int64_t n = 300;
     double *x = make_data(n, 1);
@@ -611,6 +666,7 @@ int main(void) {
     RUN(batches_pure_and_split);
     RUN(resume_is_bit_identical);
     RUN(save_every_and_threads);
+    RUN(steps_equal_serial_reference);
     RUN(loss_decreases_with_context);
     RUN(nan_guard);
     RUN(bad_checkpoints_refused);
