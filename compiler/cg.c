@@ -47,6 +47,7 @@ struct cg_module {
     char                       *triple, *cpu, *features;
     int                         V, dtype, nprogs;
     int64_t                    *ws;
+    int64_t                    *tile_ws;  /* per program: the part of ws for batched values */
     int                        *nfused;   /* per program: nodes without a slot (fusion) */
     char                      **names;
 };
@@ -215,6 +216,7 @@ typedef struct {
     int               fmm;           /* while a fused product is emitted: that product, whose value */
     LLVMValueRef      facc;          /* at the current output feature is facc (else fmm = -1) */
     int               nfused;        /* virtual nodes of the program */
+    int64_t           tile_ws;       /* bytes of the workspace's tile part (plan_tile_slots) */
     LLVMValueRef      argp[TPROG_MAX_IO], outp[TPROG_MAX_IO], gradp;
     LLVMValueRef      tbase, tmask;  /* current tile */
     cgloop            trip;          /* the tensor-IR loop being emitted (loops do not nest) */
@@ -1347,23 +1349,39 @@ static int plan_fusion(cgx *x) {
     for (int k = 0; k < p->ngrad; k++) { uses[p->gval[k]] += 2; user[p->gval[k]] = -1; }
 #define FUSABLE(i) (x->live[i] && uses[i] == 1 && user[i] >= 0 && batched_ew(&p->nodes[user[i]]) \
                     && p->nodes[user[i]].w == p->nodes[i].w && x->sec[user[i]] == x->sec[i] && reg[user[i]] == reg[i])
-    for (int i = 0; i < nn; i++)
-        if (batched_ew(&p->nodes[i]) && FUSABLE(i)) {
-            x->virt[i] = VIRT_EW;
-            x->nfused++;
-        }
+    /* root[i]: where a virtual node i is computed, its tree's materialized root. A node whose
+     * root is more than CG_FUSE_SPAN nodes later stays materialized: its operands would live
+     * until the root (a chain through the whole program, like the sum of the layers'
+     * log-determinant terms, would keep one value per layer alive to the end). Decided last
+     * node first, so a node's user is settled before the node. */
+    int32_t *rootv = malloc(sizeof *rootv * (size_t)nn);
+    if (!rootv) {
+        free(uses); free(user); free(reg);
+        cg_fail(x, "out of memory");
+        return -1;
+    }
+    for (int i = nn - 1; i >= 0; i--) {
+        rootv[i] = i;
+        if (!batched_ew(&p->nodes[i]) || !FUSABLE(i)) continue;
+        int r = x->virt[user[i]] ? rootv[user[i]] : user[i];
+        if (r - i > CG_FUSE_SPAN) continue;
+        x->virt[i] = VIRT_EW;
+        rootv[i] = r;
+        x->nfused++;
+    }
     for (int i = 0; i < nn; i++) {
         const tnode *nd = &p->nodes[i];
         if ((nd->op != T_MATMUL && nd->op != T_MATMUL_NT) || nd->rows != 0 || !FUSABLE(i)) continue;
         int r = user[i];
         while (x->virt[r] == VIRT_EW) r = user[r];
+        if (r - i > CG_FUSE_SPAN) continue;
         if (x->rmm[r] >= 0) continue;
         x->rmm[r] = i;
         x->virt[i] = VIRT_MM;
         x->nfused++;
     }
 #undef FUSABLE
-    free(uses); free(user); free(reg);
+    free(uses); free(user); free(reg); free(rootv);
     return 0;
 }
 
@@ -1617,8 +1635,10 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
             if (tn_blocked(x, i)) off += round64((int64_t)nd->rows * x->V * x->esz);   /* Am */
         }
     }
+    int64_t persistent = off;
     off = plan_tile_slots(x, off);
     if (off < 0) return -1;
+    x->tile_ws = off - persistent;
 
     /* the function */
     if (LLVMGetNamedFunction(x->M, name)) { cg_fail(x, "codegen: two programs named %s", name); return -1; }
@@ -1728,6 +1748,7 @@ void cg_free(cg_module *m) {
     free(m->names);
     free(m->ws);
     free(m->nfused);
+    free(m->tile_ws);
     free(m->triple);
     free(m->cpu);
     free(m->features);
@@ -1749,6 +1770,7 @@ void cg_llvm_handles(cg_module *m, void **ctx, void **mod) {
 void *cg_target_machine(cg_module *m) { return m->tm; }
 
 int64_t cg_workspace_bytes(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->ws[i] : -1; }
+int64_t cg_tile_workspace_bytes(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->tile_ws[i] : -1; }
 int cg_fused_count(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->nfused[i] : -1; }
 int cg_vector_width(const cg_module *m) { return m->V; }
 const char *cg_triple(const cg_module *m) { return m->triple; }
@@ -1929,7 +1951,8 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     m->ws = calloc((size_t)nprogs, sizeof *m->ws);
     m->names = calloc((size_t)nprogs, sizeof *m->names);
     m->nfused = calloc((size_t)nprogs, sizeof *m->nfused);
-    if (!m->ws || !m->names || !m->nfused) BFAIL("out of memory");
+    m->tile_ws = calloc((size_t)nprogs, sizeof *m->tile_ws);
+    if (!m->ws || !m->names || !m->nfused || !m->tile_ws) BFAIL("out of memory");
     m->nprogs = nprogs;
     for (int i = 0; i < nprogs; i++) {
         const tprog *p = progs[i];
@@ -1956,6 +1979,7 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         if (ws < 0) goto fail;
         m->ws[i] = ws;
         m->nfused[i] = x.nfused;
+        m->tile_ws[i] = x.tile_ws;
     }
     LLVMDisposeBuilder(x.b);
     x.b = NULL;

@@ -41,6 +41,8 @@ typedef struct {
 } cg_options;
 
 #define CG_SEGMENT_NODES 64
+/* fusion computes a value at most this many nodes after its own position (cg.c, plan_fusion) */
+#define CG_FUSE_SPAN 48
 
 /* dtype f32, native width, O2, host target, Sleef on, fusion on, segments of CG_SEGMENT_NODES. */
 void cg_default_options(cg_options *o);
@@ -57,6 +59,10 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
 /* Bytes of workspace (64-byte aligned, per the ABI) that program prog_index needs; the size
  * does not depend on n. -1 for a bad index. */
 int64_t cg_workspace_bytes(const cg_module *m, int prog_index);
+/* The part of it that holds batched values (per tile of rows; the rest holds unbatched values
+ * and the accumulators of sums over the batch, which grow with the parameters). -1 for a bad
+ * index. */
+int64_t cg_tile_workspace_bytes(const cg_module *m, int prog_index);
 
 /* Nodes of program prog_index that fusion made virtual (no slot, computed at their use); 0
  * with no_fuse; -1 for a bad index. For tests and diagnostics. */

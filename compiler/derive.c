@@ -6,6 +6,7 @@
  * walks the graph backwards in the order sema proved possible: an op is inverted once its
  * output is known and every value its parameters need is known. */
 #include "derive.h"
+#include "grad.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -608,4 +609,166 @@ int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t err
     for (int k = 0; k < PROG_COUNT; k++)
         if (tir_verify(out->p[k], err, errlen)) return -1;
     return 0;
+}
+
+/* ---- the training program with recomputation by inverse ----
+ * The backward pass walks the spine ops in an order where an op is taken once (1) its
+ * output is known (rebuilt by the inverses of the ops after it), (2) the values its
+ * conditioner reads are known, and (3) every op that reads its output, directly or through
+ * a conditioner, has been taken, so the output's adjoint is complete. For each op:
+ *   c0..c1  its conditioner nets, evaluated afresh from the rebuilt values
+ *           (shared by the inverse and the forward rule below);
+ *           the inverse rule: the op's input from its output (not differentiated);
+ *   f0..f1  the forward rule again, from that input: the op's output and log-det term;
+ * then the adjoints are seeded (the output's, complete by (3); -1 per row on the log-det
+ * term, as the loss is -sum lp) and the VJP rules run over f0..f1 and c0..c1 only. What
+ * reaches the values the op read (its input, the spine values its nets read) is added to
+ * their adjoints. Nothing of the forward pass is kept but z and the inputs of MAF layers,
+ * whose inverse would cost D evaluations of the MADE net. */
+
+typedef struct {
+    dctx      A, B;          /* A: the forward pass; B: the values rebuilt backwards */
+    grad_ctx *gc;
+    tref     *gadj;          /* flow-graph value -> its adjoint, -1 if none (yet) */
+    char     *is_cond;
+    int      *pending;       /* ops reading the value not taken yet */
+    int32_t  *rd;            /* reads of op i: rd[rd0[i] .. rd0[i + 1]) */
+    int      *rd0;
+} rcx;
+
+/* the spine values node k stands for: itself, or, for a conditioner-side node, what it reads */
+static void spine_reads(rcx *x, ir_ref k, char *mark, int32_t **out, int *n, int *cap, arena *ar) {
+    if (k == IR_NONE || mark[k]) return;
+    mark[k] = 1;
+    if (!x->is_cond[k]) { VEC_PUSH(ar, *out, *n, *cap, k); return; }
+    const ir_node *nd = &x->A.g->nodes[k];
+    for (int j = 0; j < nd->nin; j++) spine_reads(x, nd->in[j], mark, out, n, cap, ar);
+}
+
+static void add_adj(rcx *x, ir_ref k, tref a) {
+    if (a < 0) return;
+    x->gadj[k] = x->gadj[k] < 0 ? a : t_bin(x->B.p, T_ADD, x->gadj[k], a);
+}
+
+static int recompute_op(rcx *x, ir_ref i) {
+    dctx *B = &x->B;
+    const ir_graph *g = B->g;
+    tprog *p = B->p;
+    const ir_node *n = GN(B, i);
+    for (int k = 0; k < g->nn; k++) if (x->is_cond[k]) B->val[k] = -1;
+    int c0 = p->nn;
+    for (int k = 0; k < n->nin; k++)
+        if (n->in[k] != IR_NONE && x->is_cond[n->in[k]] && cond_value(B, n->in[k]) < 0) {
+            snprintf(B->err, B->errlen, "derive: conditioner of %%%d not computable", i);
+            return -1;
+        }
+    int c1 = p->nn;
+    B->ld = -1;
+    if (n->op == IR_MAF) B->val[n->in[0]] = x->A.val[n->in[0]];
+    else if (inv_op(B, i)) return -1;
+    int f0 = p->nn;
+    B->ld = -1;
+    if (fwd_op(B, i)) return -1;
+    if (n->op == IR_SPLIT)
+        for (int j = i + 1; j < g->nn; j++)
+            if (GN(B, j)->op == IR_GET && GN(B, j)->in[0] == i && fwd_op(B, j)) return -1;
+    if (B->ld >= 0) {   /* a term from parameters alone (actnorm, LU) counts once per row */
+        B->like = B->val[n->in[0]];
+        B->ld = final_ld(B);
+    }
+    int f1 = p->nn;
+    if (n->op == IR_SPLIT) {
+        for (int j = i + 1; j < g->nn; j++)
+            if (GN(B, j)->op == IR_GET && GN(B, j)->in[0] == i && x->gadj[j] >= 0 && grad_seed(x->gc, B->val[j], x->gadj[j])) return -1;
+    } else if (x->gadj[i] >= 0 && grad_seed(x->gc, B->val[i], x->gadj[i])) {
+        return -1;
+    }
+    if (B->ld >= 0 && grad_seed(x->gc, B->ld, cst(B, -1.0))) return -1;
+    if (grad_range(x->gc, f0, f1) || grad_range(x->gc, c0, c1)) return -1;
+    for (int r = x->rd0[i]; r < x->rd0[i + 1]; r++) {
+        ir_ref k = x->rd[r];
+        if (B->val[k] >= 0) add_adj(x, k, grad_take(x->gc, B->val[k]));
+        x->pending[k]--;
+    }
+    return 0;
+}
+
+int derive_grad_recompute_into(const ir_graph *g, tprog *p, char *err, size_t errlen) {
+    rcx x;
+    memset(&x, 0, sizeof x);
+    arena *ar = p->ar;
+    int nn = g->nn;
+    for (int k = 0; k < 2; k++) {
+        dctx *d = k ? &x.B : &x.A;
+        d->g = g;
+        d->err = err;
+        d->errlen = errlen;
+        d->val = arena_alloc(ar, sizeof(tref) * (size_t)(nn + 1));
+        reset(d, p);
+    }
+    /* forward: z and the loss; the base density's adjoint gives z's */
+    if (emit_forward(&x.A)) return -1;
+    tref z = x.A.val[g->output], ld = final_ld(&x.A);
+    int b0 = p->nn;
+    tref bl = base_logp(&x.A, z);
+    int b1 = p->nn;
+    t_output(p, t_bin(p, T_ADD, bl, ld));
+    x.gc = grad_begin(p, err, errlen);
+    if (!x.gc) return -1;
+    x.gadj = arena_alloc(ar, sizeof(tref) * (size_t)(nn + 1));
+    x.is_cond = arena_alloc(ar, (size_t)nn + 1);
+    x.pending = arena_alloc(ar, sizeof(int) * (size_t)(nn + 1));
+    x.rd0 = arena_alloc(ar, sizeof(int) * (size_t)(nn + 2));
+    char *mark = arena_alloc(ar, (size_t)nn + 1), *done = arena_alloc(ar, (size_t)nn + 1), *seen = arena_alloc(ar, (size_t)nn + 1);
+    int nrd = 0, caprd = 0;
+    for (int k = 0; k < nn; k++) { x.gadj[k] = -1; x.is_cond[k] = (char)cond_side(&x.A, k); x.pending[k] = 0; done[k] = 0; }
+    /* what each spine op reads, and how many ops read each value */
+    for (int i = 0; i < nn; i++) {
+        x.rd0[i] = nrd;
+        int f = ir_ops[GN(&x.A, i)->op].flags;
+        if (x.is_cond[i] || !(f & (OPF_BIJ | OPF_MERGE | OPF_TUPLE))) continue;
+        memset(mark, 0, (size_t)nn);
+        const ir_node *n = GN(&x.A, i);
+        for (int j = 0; j < n->nin; j++) spine_reads(&x, n->in[j], mark, &x.rd, &nrd, &caprd, ar);
+        for (int r = x.rd0[i]; r < nrd; r++) x.pending[x.rd[r]]++;
+    }
+    x.rd0[nn] = nrd;
+    int rc = -1;
+    if (grad_seed(x.gc, bl, cst(&x.A, -1.0)) || grad_range(x.gc, b0, b1)) goto out;
+    x.gadj[g->output] = grad_take(x.gc, z);
+    dctx *B = &x.B;
+    B->val[g->output] = z;
+    if (g->context != IR_NONE) B->val[g->context] = x.A.val[g->context];
+    B->like = z;
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (int i = nn - 1; i >= 0; i--) {
+            const ir_node *n = GN(B, i);
+            int f = ir_ops[n->op].flags;
+            if (done[i] || !(f & (OPF_BIJ | OPF_MERGE | OPF_TUPLE | OPF_PROJ))) continue;
+            if (f & OPF_PROJ) { if (B->val[i] >= 0) done[i] = 1; continue; }
+            if (x.is_cond[i]) { done[i] = 1; continue; }
+            if (f & OPF_TUPLE) {
+                int ready = 1;
+                for (int j = i + 1; j < nn; j++)
+                    if (GN(B, j)->op == IR_GET && GN(B, j)->in[0] == i && (B->val[j] < 0 || x.pending[j] > 0)) ready = 0;
+                if (!ready) continue;
+            } else {
+                if (B->val[i] < 0 || x.pending[i] > 0) continue;
+                if ((f & OPF_BIJ) && !params_known(B, i, seen)) continue;
+            }
+            if (recompute_op(&x, i)) goto out;
+            done[i] = 1;
+            progress = 1;
+        }
+    }
+    if (B->val[g->input] < 0) {
+        snprintf(err, errlen, "derive: the backward pass with recomputation does not reach the input");
+        goto out;
+    }
+    rc = grad_end(x.gc, g);
+    x.gc = NULL;
+out:
+    grad_abort(x.gc);
+    return rc;
 }

@@ -30,6 +30,14 @@ int derive_inverse_into(const ir_graph *g, tprog *p, tref *x, tref *logdet, char
 /* Emit the forward computation up to flow-graph node `node` into p; returns its value. */
 tref derive_value_into(const ir_graph *g, tprog *p, ir_ref node, char *err, size_t errlen);
 
+/* The training program (grad.h's loss_grad: output lp, gradients of -sum lp) with
+ * recomputation: the forward pass keeps only z; the backward pass visits the flow's
+ * bijections last first, rebuilds each one's input from its output with the inverse rule
+ * (a MAF layer's input, whose inverse is a D-trip loop, is kept from the forward pass
+ * instead), re-derives the forward rule from that input and applies the vector-Jacobian
+ * rules to those fresh nodes only. Returns 0, or -1 with a message. */
+int derive_grad_recompute_into(const ir_graph *g, tprog *p, char *err, size_t errlen);
+
 /* Returns 0, or -1 with a message (an internal error: sema accepted a graph derive cannot handle). */
 int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t errlen);
 

@@ -255,6 +255,86 @@ static int vjp_loop(gctx *c, tref e) {
     return 0;
 }
 
+struct grad_ctx { gctx c; };
+
+/* one gradient output per parameter: the sum over every use of it (forward nodes, their
+ * copies in unrolled loops, recomputed layers) */
+static int param_outputs(gctx *c, const ir_graph *g) {
+    tprog *p = c->p;
+    tref *per = malloc(sizeof(tref) * (size_t)(g->np + 1));
+    if (!per) { snprintf(c->err, c->errlen, "out of memory"); return -1; }
+    for (int k = 0; k < g->np; k++) per[k] = -1;
+    int na = c->nadj;
+    for (int i = 0; i < na; i++) {
+        if (p->nodes[i].op != T_PARAM || c->adj[i] < 0) continue;
+        int k = p->nodes[i].iattr[0];
+        tref gi = full(c, c->adj[i], i);
+        per[k] = per[k] < 0 ? gi : add(c, per[k], gi);
+    }
+    for (int k = 0; k < g->np; k++) if (per[k] >= 0) t_grad_output(p, k, per[k]);
+    free(per);
+    p->param_total = tir_param_offsets(g, NULL);
+    return 0;
+}
+
+int grad_end(grad_ctx *gc, const ir_graph *g) {
+    int rc = param_outputs(&gc->c, g);
+    free(gc->c.adj);
+    free(gc);
+    return rc;
+}
+
+void grad_abort(grad_ctx *gc) {
+    if (!gc) return;
+    free(gc->c.adj);
+    free(gc);
+}
+
+/* ---- the incremental interface (derive.c's recompute-by-inverse backward pass) ---- */
+
+grad_ctx *grad_begin(tprog *p, char *err, size_t errlen) {
+    grad_ctx *gc = calloc(1, sizeof *gc);
+    if (!gc) { snprintf(err, errlen, "out of memory"); return NULL; }
+    gc->c.p = p;
+    gc->c.err = err;
+    gc->c.errlen = errlen;
+    if (cover(&gc->c)) { free(gc); return NULL; }
+    return gc;
+}
+
+int grad_seed(grad_ctx *gc, tref v, tref g) {
+    if (cover(&gc->c)) return -1;
+    acc(&gc->c, v, g);
+    return 0;
+}
+
+int grad_range(grad_ctx *gc, int lo, int hi) {
+    gctx *c = &gc->c;
+    if (cover(c)) return -1;
+    for (int i = hi - 1; i >= lo; i--) {
+        if (c->adj[i] < 0) continue;
+        if (c->p->nodes[i].op == T_LOOP_END) {
+            if (c->p->nodes[i].in[1] < lo) {
+                snprintf(c->err, c->errlen, "gradient: a loop crosses a differentiated range");
+                return -1;
+            }
+            if (vjp_loop(c, i)) return -1;
+            i = c->p->nodes[i].in[1];
+            continue;
+        }
+        if (vjp(c, i)) return -1;
+    }
+    return 0;
+}
+
+tref grad_take(grad_ctx *gc, tref v) {
+    gctx *c = &gc->c;
+    if (v < 0 || v >= c->nadj) return -1;
+    tref a = c->adj[v];
+    c->adj[v] = -1;
+    return a;
+}
+
 int grad_append(tprog *p, const ir_graph *g, tref of, tref seed, char *err, size_t errlen) {
     gctx c;
     memset(&c, 0, sizeof c);
@@ -274,22 +354,7 @@ int grad_append(tprog *p, const ir_graph *g, tref of, tref seed, char *err, size
         }
         rc = vjp(&c, i);
     }
-    if (rc == 0) {
-        /* one gradient output per parameter: the sum over every use of it (forward nodes
-         * and their copies in unrolled loops) */
-        tref *per = malloc(sizeof(tref) * (size_t)(g->np + 1));
-        for (int k = 0; k < g->np; k++) per[k] = -1;
-        int na = c.nadj;
-        for (int i = 0; i < na; i++) {
-            if (p->nodes[i].op != T_PARAM || c.adj[i] < 0) continue;
-            int k = p->nodes[i].iattr[0];
-            tref gi = full(&c, c.adj[i], i);
-            per[k] = per[k] < 0 ? gi : add(&c, per[k], gi);
-        }
-        for (int k = 0; k < g->np; k++) if (per[k] >= 0) t_grad_output(p, k, per[k]);
-        free(per);
-        p->param_total = tir_param_offsets(g, NULL);
-    }
+    if (rc == 0) rc = param_outputs(&c, g);
     free(c.adj);
     return rc;
 }
@@ -318,6 +383,14 @@ int grad_build_inverse(const ir_graph *g, arena *ar, tprog **out, char *err, siz
     t_output(p, ld);
     t_output(p, s);
     if (grad_append(p, g, s, t_const(p, 1.0), err, errlen)) return -1;
+    if (tir_verify(p, err, errlen)) return -1;
+    *out = p;
+    return 0;
+}
+
+int grad_build_recompute(const ir_graph *g, arena *ar, tprog **out, char *err, size_t errlen) {
+    tprog *p = tprog_new(ar, "loss_grad");
+    if (derive_grad_recompute_into(g, p, err, errlen)) return -1;
     if (tir_verify(p, err, errlen)) return -1;
     *out = p;
     return 0;

@@ -750,7 +750,9 @@ static int build_grad(nfc_model *m) {
     if (m->gp) return 0;
     char err[1024];
     tprog *gp = NULL;
-    if (grad_build(m->g, &m->ar, &gp, err, sizeof err)) return fail(m, "%s", err);
+    int rc = m->opt.recompute == NFC_RECOMPUTE_INVERSE ? grad_build_recompute(m->g, &m->ar, &gp, err, sizeof err)
+                                                       : grad_build(m->g, &m->ar, &gp, err, sizeof err);
+    if (rc) return fail(m, "%s", err);
     if (m->opt.backend == NFC_BACKEND_JIT) {
         cg_options co;
         cg_default_options(&co);

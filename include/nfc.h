@@ -65,7 +65,16 @@ typedef struct {
                                    and diagnosis); 0 (default): elementwise chains and the
                                    elementwise epilogue of a matrix product are computed in
                                    registers (docs/codegen.md, "Fusion") */
+    int         recompute;      /* what training's backward pass does for the forward values:
+                                   NFC_RECOMPUTE_NONE (default): keeps them;
+                                   NFC_RECOMPUTE_INVERSE: rebuilds each layer's input from its
+                                   output with the layer's inverse (a MAF layer's input is kept),
+                                   so the workspace does not grow with depth; about one more
+                                   evaluation of the conditioner nets per step
+                                   (docs/training.md, "Memory") */
 } nfc_options;
+
+enum { NFC_RECOMPUTE_NONE = 0, NFC_RECOMPUTE_INVERSE = 1 };
 
 void nfc_options_default(nfc_options *o);
 

@@ -58,6 +58,8 @@ expect 2 "train: epochs and steps" "not both" "$NFC" train "$tr_tiny" --data "$t
 expect 2 "train: bad lr" "--lr takes a number > 0" "$NFC" train "$tr_tiny" --data "$tr_x" --lr -1 -o "$tr_dir/a.st"
 expect 2 "train: bad batch" "--batch takes" "$NFC" train "$tr_tiny" --data "$tr_x" --batch 0 -o "$tr_dir/a.st"
 expect 2 "train: bad threads" "--threads takes" "$NFC" train "$tr_tiny" --data "$tr_x" --threads x -o "$tr_dir/a.st"
+expect 2 "train: bad --recompute" "--recompute is inverse or none, not 'stored'" "$NFC" train "$tr_tiny" --data "$tr_x" --recompute=stored -o "$tr_dir/a.st"
+expect 0 "train --help mentions --recompute" "--recompute=inverse" "$NFC" train --help
 expect 2 "train: unknown option" "unknown option '--frobnicate'" "$NFC" train "$tr_tiny" --data "$tr_x" --frobnicate -o "$tr_dir/a.st"
 expect 2 "train: option without value" "needs a value" "$NFC" train "$tr_tiny" --data "$tr_x" -o
 expect 2 "train: resume and weights" "not both" "$NFC" train "$tr_tiny" --data "$tr_x" --resume a --weights b -o "$tr_dir/a.st"
@@ -135,6 +137,16 @@ if "$NFC" logprob "$tr_tiny" --data "$tr_x" -o "$tr_dir/lp.npy" >/dev/null 2>&1;
     expect 0 "train: JIT" "validation NLL" "$NFC" train "$tr_tiny" --data "$tr_x" --steps 10 --batch 150 --threads 1 -o "$tr_dir/j1.st"
     "$NFC" train "$tr_tiny" --data "$tr_x" --steps 10 --batch 150 --threads 3 -o "$tr_dir/j3.st" >/dev/null 2>&1
     if cmp -s "$tr_dir/j1.st" "$tr_dir/j3.st"; then pass; else fail "$NFC: cli: train: JIT: --threads 1 and 3 give different checkpoints"; fi
+    # --recompute=inverse: the same training in f64 to rounding (the gradients agree to ~1e-16),
+    # and still independent of the thread count
+    for tr_r in none inverse; do
+        "$NFC" train "$tr_dir/k.flow" --dtype f64 --data "$tr_x" --steps 10 --batch 150 --threads 1 --recompute=$tr_r -o "$tr_dir/r_$tr_r.st" >/dev/null 2>&1
+        "$NFC" logprob "$tr_dir/k.flow" --dtype f64 --weights "$tr_dir/r_$tr_r.st" --data "$tr_x" -o "$tr_dir/r_$tr_r.csv" >/dev/null 2>&1
+    done
+    expect 0 "train --recompute=inverse: the same model as without" "^same 400$" sh -c "paste -d, '$tr_dir/r_none.csv' '$tr_dir/r_inverse.csv' | awk -F, '{ d = \$1 - \$2; if (d < 0) d = -d; s = \$2 < 0 ? -\$2 : \$2; if (s < 1) s = 1; if (d <= 1e-9 * s) k++ } END { print \"same\", k }'"
+    "$NFC" train "$tr_dir/k.flow" --data "$tr_x" --steps 6 --batch 150 --threads 3 --recompute inverse -o "$tr_dir/r3.st" >/dev/null 2>&1
+    "$NFC" train "$tr_dir/k.flow" --data "$tr_x" --steps 6 --batch 150 --threads 1 --recompute=inverse -o "$tr_dir/r1.st" >/dev/null 2>&1
+    if cmp -s "$tr_dir/r1.st" "$tr_dir/r3.st"; then pass; else fail "$NFC: cli: train --recompute=inverse: --threads 1 and 3 give different checkpoints"; fi
 fi
 
 rm -rf "$tr_dir"

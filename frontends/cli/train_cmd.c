@@ -141,6 +141,10 @@ static int parse_args(int argc, char **argv, targs *t) {
             t->opt.opt_level = a[2] - '0';
         } else if (!strcmp(a, "--no-fuse")) {
             t->opt.no_fuse = 1;
+        } else if ((v = optval(argc, argv, &i, "--recompute"))) {
+            if (!strcmp(v, "inverse")) t->opt.recompute = NFC_RECOMPUTE_INVERSE;
+            else if (!strcmp(v, "none")) t->opt.recompute = NFC_RECOMPUTE_NONE;
+            else return usage("--recompute is inverse or none, not '%s'", v);
         } else if (!strncmp(a, "--color=", 8)) {
             /* handled by main */
         } else if (a[0] == '-' && a[1]) {

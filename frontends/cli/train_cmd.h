@@ -18,5 +18,9 @@ int cmd_train(int argc, char **argv, int color);
     "    --save-every N       also write the checkpoint every N steps\n" \
     "    --resume CKPT        continue a run from its checkpoint (same settings)\n" \
     "    --weights W          start a new run from these parameters\n" \
-    "    --no-fuse            compile without fusion (like -O, --dtype, --cpu: see below)\n"
+    "    --no-fuse            compile without fusion (like -O, --dtype, --cpu: see below)\n" \
+    "    --recompute=inverse  the backward pass rebuilds each layer's input from its output\n" \
+    "                         with the layer's inverse instead of keeping the forward values\n" \
+    "                         (memory flat in depth, ~1 more net evaluation per step);\n" \
+    "                         --recompute=none (default) keeps them\n"
 #endif

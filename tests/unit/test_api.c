@@ -335,6 +335,52 @@ TEST(no_fuse_option) {
     }
 }
 
+/* --recompute=inverse (nfc_options.recompute): the JIT's training program with each layer's
+ * input rebuilt by its inverse gives the loss and gradient of the one that keeps the forward
+ * values: f64 to rounding, f32 to float accuracy; and the interpreter agrees */
+TEST(recompute_option) {
+    static const char *const paths[] = { "examples/moons.flow", "examples/maf.flow", "examples/glow_dense.flow", "examples/custom.flow" };
+    for (int e = 0; e < 4; e++) {
+        for (int f32 = 0; f32 < 2; f32++) {
+            nfc_model *m[3];
+            for (int k = 0; k < 3; k++) {
+                nfc_options o;
+                nfc_options_default(&o);
+                o.dtype = f32 ? NFC_F32 : NFC_F64;
+                o.init_scale = 0.3;
+                o.recompute = k ? NFC_RECOMPUTE_INVERSE : NFC_RECOMPUTE_NONE;
+                if (k == 2) o.backend = NFC_BACKEND_INTERP;
+                m[k] = nfc_compile_file(paths[e], &o, NULL);
+                CHECK(m[k] != NULL, "%s", paths[e]);
+            }
+            if (!m[0] || !m[1] || !m[2]) { for (int k = 0; k < 3; k++) nfc_free(m[k]); continue; }
+            enum { N = 300 };
+            int D = nfc_model_dim(m[0]);
+            int64_t P = nfc_param_total(m[0]);
+            double *x = malloc(sizeof(double) * N * D), loss[3], *g[3];
+            for (int i = 0; i < N * D; i++) x[i] = sin(0.37 * i + e);
+            for (int k = 0; k < 3; k++) {
+                g[k] = malloc(sizeof(double) * (size_t)P);
+                CHECK(nfc_loss_grad(m[k], N, x, NULL, &loss[k], g[k]) == 0, "%s", nfc_last_error(m[k]));
+            }
+            /* relative to the gradient's largest entry (entries near 0 have no relative
+             * accuracy in f32); measured: f64 below 1e-15, f32 below 4e-7 */
+            double tol = f32 ? 4e-6 : 1e-12, scale = 0;
+            for (int64_t i = 0; i < P; i++) scale = fmax(scale, fabs(g[0][i]));
+            for (int k = 1; k < 3; k++) {
+                CHECK(fabs(loss[k] - loss[0]) <= tol * fmax(1, fabs(loss[0])), "%s %s: loss %.17g vs %.17g", paths[e], f32 ? "f32" : "f64",
+                      loss[k], loss[0]);
+                double worst = 0;
+                for (int64_t i = 0; i < P; i++) worst = fmax(worst, fabs(g[k][i] - g[k == 2 ? 1 : 0][i]) / fmax(1, scale));
+                CHECK(worst <= tol, "%s %s: %s gradients differ by %g (largest entry %g)", paths[e], f32 ? "f32" : "f64",
+                      k == 2 ? "interpreter and JIT, recomputed," : "recomputed and kept", worst, scale);
+            }
+            free(x);
+            for (int k = 0; k < 3; k++) { free(g[k]); nfc_free(m[k]); }
+        }
+    }
+}
+
 int main(void) {
     RUN(errors_as_data);
     RUN(parameters_and_weights);
@@ -344,5 +390,6 @@ int main(void) {
     RUN(sampling_is_reproducible);
     RUN(threads_do_not_change_results);
     RUN(no_fuse_option);
+    RUN(recompute_option);
     return t_done();
 }

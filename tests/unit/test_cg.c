@@ -1752,10 +1752,62 @@ TEST(workspace_flat_in_depth) {
         }
         arena_free(&ar);
     }
-    /* what still grows is one width-1 slot per layer: the layers' log-determinant terms,
-     * summed at the end (a slot per node would be some 40 slots of 64 x V floats per layer) */
-    CHECK(ws[0] > 0 && ws[2] - ws[1] <= (32 - 8) * 64 && ws[1] - ws[0] <= (8 - 2) * 64 && ws[2] < 16384,
+    /* the same from depth 8 on (a slot per node would be some 40 slots of 64 x V floats per
+     * layer; before fusion's span limit, CG_FUSE_SPAN, the sum of the layers' log-determinant
+     * terms was one fused chain that kept a width-1 slot per layer alive to the end) */
+    printf("    log_prob workspace at depth 2/8/32: %lld/%lld/%lld bytes\n", (long long)ws[0], (long long)ws[1], (long long)ws[2]);
+    CHECK(ws[0] > 0 && ws[2] == ws[1] && ws[1] - ws[0] <= (8 - 2) * 64 && ws[2] < 16384,
           "log_prob workspace at depth 2/8/32: %lld/%lld/%lld bytes", (long long)ws[0], (long long)ws[1], (long long)ws[2]);
+}
+
+/* The training program's workspace: with the forward values kept (grad_build) the tile part
+ * grows with depth (each layer's activations wait for the backward pass); with recomputation
+ * by inverse (grad_build_recompute) it does not: only the values around one layer are live. */
+TEST(recompute_workspace_flat_in_depth) {
+    static const int depth[3] = { 2, 8, 32 };
+    int64_t tile[2][3], total[2][3];
+    for (int t = 0; t < 3; t++) {
+        char src[1024];
+        snprintf(src, sizeof src,
+                 "flow deep {\n  input x: f32[8]\n  base normal\n  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n"
+                 "    reverse\n    actnorm\n  }\n}\n", depth[t]);
+        for (int mode = 0; mode < 2; mode++) {
+            arena ar;
+            arena_init(&ar);
+            diag_ctx dc;
+            diag_init(&dc, &ar);
+            sema_result res;
+            memset(&res, 0, sizeof res);
+            char err[1024] = "";
+            tprog *gp = NULL;
+            tile[mode][t] = total[mode][t] = -1;
+            if (front_compile_text(&dc, "deep.flow", src, strlen(src), &res, NULL) || res.nflows < 1 ||
+                (mode ? grad_build_recompute(res.flows[0], &ar, &gp, err, sizeof err) : grad_build(res.flows[0], &ar, &gp, err, sizeof err))) {
+                CHECK(0, "deep flow %d: %s", depth[t], err);
+                arena_free(&ar);
+                return;
+            }
+            cg_options o;
+            cg_default_options(&o);
+            o.opt_level = 0;
+            const tprog *cp = gp;
+            cg_module *m = NULL;
+            int rc = cg_build(&cp, 1, res.flows[0], "deep", &o, &m, err, sizeof err);
+            CHECK(rc == 0, "%s", err);
+            if (rc == 0) { tile[mode][t] = cg_tile_workspace_bytes(m, 0); total[mode][t] = cg_workspace_bytes(m, 0); }
+            cg_free(m);
+            arena_free(&ar);
+        }
+    }
+    printf("    training workspace, tile part (total), at depth 2/8/32: kept %lld (%lld) / %lld (%lld) / %lld (%lld); "
+           "recomputed %lld (%lld) / %lld (%lld) / %lld (%lld) bytes\n",
+           (long long)tile[0][0], (long long)total[0][0], (long long)tile[0][1], (long long)total[0][1], (long long)tile[0][2], (long long)total[0][2],
+           (long long)tile[1][0], (long long)total[1][0], (long long)tile[1][1], (long long)total[1][1], (long long)tile[1][2], (long long)total[1][2]);
+    /* kept: at least a 64-wide activation per layer and tile row group */
+    CHECK(tile[0][2] - tile[0][1] >= (32 - 8) * 64 * 4 * 16, "kept: %lld -> %lld", (long long)tile[0][1], (long long)tile[0][2]);
+    /* recomputed: the same from depth 8 to 32, and far below the kept program's */
+    CHECK(tile[1][0] > 0 && tile[1][2] == tile[1][1] && tile[1][2] * 4 < tile[0][2], "recomputed: %lld / %lld / %lld",
+          (long long)tile[1][0], (long long)tile[1][1], (long long)tile[1][2]);
 }
 
 int main(void) {
@@ -1785,6 +1837,7 @@ int main(void) {
     RUN(fusion_examples);
     RUN(segments_equal_one_function);
     RUN(workspace_flat_in_depth);
+    RUN(recompute_workspace_flat_in_depth);
     jit_free(J);
     return t_done();
 }

@@ -17,7 +17,7 @@
 #include "init.h"
 #include "interp.h"
 
-enum { DENSITY, INVERSE };
+enum { DENSITY, INVERSE, RECOMPUTE };
 
 static void check_grad_mode(int mode, const char *name, const char *path, const char *text, int unit_domain) {
     arena ar;
@@ -33,7 +33,9 @@ static void check_grad_mode(int mode, const char *name, const char *path, const 
     tprog *gp = NULL;
     derived dv;
     CHECK(derive_all(g, &ar, &dv, err, sizeof err) == 0, "%s", err);
-    int rc = mode == INVERSE ? grad_build_inverse(g, &ar, &gp, err, sizeof err) : grad_build(g, &ar, &gp, err, sizeof err);
+    int rc = mode == INVERSE     ? grad_build_inverse(g, &ar, &gp, err, sizeof err)
+             : mode == RECOMPUTE ? grad_build_recompute(g, &ar, &gp, err, sizeof err)
+                                 : grad_build(g, &ar, &gp, err, sizeof err);
     CHECK(rc == 0, "%s: %s", name, err);
     if (rc) { arena_free(&ar); return; }
     int64_t *off = arena_alloc(&ar, sizeof(int64_t) * (size_t)(g->np + 1));
@@ -91,6 +93,21 @@ static void check_grad_mode(int mode, const char *name, const char *path, const 
         LOSS(L0);
         (void)L0;
         for (int r = 0; r < N; r++) CHECK_NEAR(lp[r], lp2[r], 1e-12 * (1 + fabs(lp[r])));
+        if (mode == RECOMPUTE) {
+            /* the same gradient as the program that keeps the forward pass's values, up to
+             * the rounding of the rebuilt inputs */
+            tprog *sp = NULL;
+            CHECK(grad_build(g, &ar, &sp, err, sizeof err) == 0, "%s", err);
+            double *g2 = arena_alloc(&ar, sizeof(double) * (size_t)total), lp3[N];
+            double *o2[2] = { lp3, g2 };
+            CHECK(sp && interp_run(sp, N, 0, 0, args, &one, o2, params, off, err, sizeof err) == 0, "%s", err);
+            int differ = 0;
+            for (int64_t e = 0; e < total; e++)
+                if (!(fabs(grad[e] - g2[e]) <= 1e-9 * (1 + fabs(g2[e])))) {
+                    if (differ++ < 3) printf("    %s: gradient entry %lld: recomputed %.15g, stored %.15g\n", name, (long long)e, grad[e], g2[e]);
+                }
+            CHECK(differ == 0, "%s: %d of %lld gradient entries differ from the stored pass's", name, differ, (long long)total);
+        }
     }
     /* central differences on sampled entries of every parameter tensor */
     int checked = 0, bad = 0;
@@ -126,14 +143,14 @@ static void check_grad_mode(int mode, const char *name, const char *path, const 
             double rel = fabs(fd - an) / fmax(fmax(fabs(fd), fabs(an)), 1e-3);
             if (rel > worst) worst = rel;
             if (rel > 1e-6) {
-                if (bad < 5) printf("    %s (%s): %s[%lld]: analytic %.12g, central difference %.12g\n", name, mode == INVERSE ? "inverse" : "density", g->params[p].name,
+                if (bad < 5) printf("    %s (%s): %s[%lld]: analytic %.12g, central difference %.12g\n", name, mode == INVERSE ? "inverse" : mode == RECOMPUTE ? "recompute" : "density", g->params[p].name,
                                     (long long)(e - off[p]), an, fd);
                 bad++;
             }
             checked++;
         }
     }
-    CHECK(bad == 0, "%s (%s): %d of %d gradient entries differ (worst relative error %g)", name, mode == INVERSE ? "inverse" : "density", bad, checked, worst);
+    CHECK(bad == 0, "%s (%s): %d of %d gradient entries differ (worst relative error %g)", name, mode == INVERSE ? "inverse" : mode == RECOMPUTE ? "recompute" : "density", bad, checked, worst);
     CHECK(checked > 0);
 #undef LOSS
     arena_free(&ar);
@@ -151,21 +168,39 @@ TEST(examples_gradients) {
     check_grad("custom", "examples/custom.flow", NULL, 0);
 }
 
+static const struct { const char *name, *text; int unit; } density_cases[] = {
+    { "affine exp", "flow f { input x: f64[3]\n affine_coupling mask=[0,1,1] net=mlp(8) scaling=exp\n reverse\n affine_coupling net=mlp(8, act=tanh) scaling=exp }", 0 },
+    { "affine tanh elu gelu", "flow f { input x: f64[4]\n affine_coupling mask=alternate net=mlp(8, act=elu) clamp=1.5\n permute seed=3\n affine_coupling mask=alternate(1) net=mlp(8, act=gelu) }", 0 },
+    { "sigmoid scaling, softplus, sigmoid act", "flow f { input x: f64[4]\n affine_coupling net=mlp(8, act=softplus) scaling=sigmoid\n permute\n affine_coupling net=mlp(8, act=sigmoid) scaling=sigmoid }", 0 },
+    { "additive, leaky act", "flow f { input x: f64[5]\n additive_coupling mask=half net=mlp(8, act=leaky_relu)\n reverse\n additive_coupling net=mlp(8) }", 0 },
+    { "actnorm + linear lu", "flow f { input x: f64[5]\n actnorm\n linear lu\n actnorm\n linear }", 0 },
+    { "leaky_relu", "flow f { input x: f64[3]\n actnorm\n leaky_relu slope=0.2\n linear lu }", 0 },
+    { "sigmoid", "flow f { input x: f64[3]\n actnorm\n sigmoid }", 0 },
+    { "logit", "flow f { input x: f64[3]\n logit\n actnorm }", 1 },
+    { "maf", "flow f { input x: f64[4]\n maf net=made(16, 16) scaling=exp\n reverse\n maf net=made(12, act=tanh) }", 0 },
+    { "maf context", "flow f { input x: f64[3]\n context c: f64[2]\n maf net=made(16)\n reverse\n maf net=made(8) scaling=sigmoid }", 0 },
+    { "learned base", "flow f { input x: f64[2]\n base normal(learned)\n affine_coupling net=mlp(8) }", 0 },
+    { "logistic base", "flow f { input x: f64[2]\n base logistic\n affine_coupling net=mlp(8) }", 0 },
+    /* a1 is read by a layer and by a later layer's conditioner: recomputation must not take
+     * a1's layer before both have added to its adjoint */
+    { "graph: a value read by a layer and a conditioner", "flow f { input x: f64[4]\n a, b = split x [2, 2]\n a1 = actnorm a\n a2 = actnorm a1\n"
+      " b2 = additive b shift=mlp(8)(a1)\n z = concat a2, b2\n output z }", 0 },
+    { "residual net + context", "net r(h) { dense h tanh; residual { dense h relu; dense h }; dense out }\n" "flow f { input x: f64[4]\n context c: f64[1]\n affine_coupling net=r(8)\n reverse\n additive_coupling net=r(6) }", 0 },
+};
+
 TEST(primitive_gradients) {
-    check_grad("affine exp", NULL, "flow f { input x: f64[3]\n affine_coupling mask=[0,1,1] net=mlp(8) scaling=exp\n reverse\n affine_coupling net=mlp(8, act=tanh) scaling=exp }", 0);
-    check_grad("affine tanh elu gelu", NULL, "flow f { input x: f64[4]\n affine_coupling mask=alternate net=mlp(8, act=elu) clamp=1.5\n permute seed=3\n affine_coupling mask=alternate(1) net=mlp(8, act=gelu) }", 0);
-    check_grad("sigmoid scaling, softplus, sigmoid act", NULL, "flow f { input x: f64[4]\n affine_coupling net=mlp(8, act=softplus) scaling=sigmoid\n permute\n affine_coupling net=mlp(8, act=sigmoid) scaling=sigmoid }", 0);
-    check_grad("additive, leaky act", NULL, "flow f { input x: f64[5]\n additive_coupling mask=half net=mlp(8, act=leaky_relu)\n reverse\n additive_coupling net=mlp(8) }", 0);
-    check_grad("actnorm + linear lu", NULL, "flow f { input x: f64[5]\n actnorm\n linear lu\n actnorm\n linear }", 0);
-    check_grad("leaky_relu", NULL, "flow f { input x: f64[3]\n actnorm\n leaky_relu slope=0.2\n linear lu }", 0);
-    check_grad("sigmoid", NULL, "flow f { input x: f64[3]\n actnorm\n sigmoid }", 0);
-    check_grad("logit", NULL, "flow f { input x: f64[3]\n logit\n actnorm }", 1);
-    check_grad("maf", NULL, "flow f { input x: f64[4]\n maf net=made(16, 16) scaling=exp\n reverse\n maf net=made(12, act=tanh) }", 0);
-    check_grad("maf context", NULL, "flow f { input x: f64[3]\n context c: f64[2]\n maf net=made(16)\n reverse\n maf net=made(8) scaling=sigmoid }", 0);
-    check_grad("learned base", NULL, "flow f { input x: f64[2]\n base normal(learned)\n affine_coupling net=mlp(8) }", 0);
-    check_grad("logistic base", NULL, "flow f { input x: f64[2]\n base logistic\n affine_coupling net=mlp(8) }", 0);
-    check_grad("residual net + context", NULL, "net r(h) { dense h tanh; residual { dense h relu; dense h }; dense out }\n"
-               "flow f { input x: f64[4]\n context c: f64[1]\n affine_coupling net=r(8)\n reverse\n additive_coupling net=r(6) }", 0);
+    for (size_t k = 0; k < sizeof density_cases / sizeof density_cases[0]; k++)
+        check_grad(density_cases[k].name, NULL, density_cases[k].text, density_cases[k].unit);
+}
+
+/* the training program that rebuilds each layer's input by its inverse (--recompute=inverse):
+ * central differences, and equal to the program that keeps the forward values */
+TEST(recompute_gradients) {
+    static const char *const ex[][2] = { { "moons", "examples/moons.flow" }, { "maf8", "examples/maf.flow" }, { "glow16", "examples/glow_dense.flow" },
+                                         { "cmoons", "examples/cmoons.flow" }, { "custom", "examples/custom.flow" } };
+    for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) check_grad_mode(RECOMPUTE, ex[k][0], ex[k][1], NULL, 0);
+    for (size_t k = 0; k < sizeof density_cases / sizeof density_cases[0]; k++)
+        check_grad_mode(RECOMPUTE, density_cases[k].name, NULL, density_cases[k].text, density_cases[k].unit);
 }
 
 /* gradients of the inverse pass: LU_INV, the MAF loops (unrolled), every other inverse rule */
@@ -205,5 +240,6 @@ int main(void) {
     RUN(primitive_gradients);
     RUN(examples_inverse_gradients);
     RUN(primitive_inverse_gradients);
+    RUN(recompute_gradients);
     return t_done();
 }
