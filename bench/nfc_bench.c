@@ -1,11 +1,12 @@
 /* bench/nfc_bench.c: the nfc side of `ninja bench` (bench/run drives it; bench/torch_bench.py
  * is the PyTorch side). One model per process, so the peak RSS is the model's.
  *
- *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--vector-width V]
+ *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--recompute] [--vector-width V]
  *
  * (--shard: rows per shard of a training batch; default automatic as in nfc train; for analysis.
  * --no-fuse: nfc_options.no_fuse, every program compiled without fusion, to compare in one
- * binary.)
+ * binary. --recompute: nfc_options.recompute = NFC_RECOMPUTE_INVERSE, the training program
+ * rebuilding each layer's input by its inverse, as `nfc train --recompute=inverse`.)
  *
  * Prints "key value" lines on stdout:
  *   rss0_kb          RSS before compiling (libraries loaded, nothing else)
@@ -197,7 +198,7 @@ int main(int argc, char **argv) {
     int T = 2;
     int64_t shard = 0;
     int vw = 0;
-    int no_fuse = 0;
+    int no_fuse = 0, recompute = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) T = atoi(argv[++i]);
@@ -207,9 +208,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--shard") && i + 1 < argc) shard = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--vector-width") && i + 1 < argc) vw = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-fuse")) no_fuse = 1;
+        else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (argv[i][0] != '-' && !path) path = argv[i];
         else {
-            fprintf(stderr, "usage: nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--vector-width V]\n");
+            fprintf(stderr, "usage: nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--recompute] [--vector-width V]\n");
             return 2;
         }
     }
@@ -221,6 +223,7 @@ int main(int argc, char **argv) {
     nfc_options_default(&opt);
     opt.vector_width = vw;
     opt.no_fuse = no_fuse;
+    opt.recompute = recompute ? NFC_RECOMPUTE_INVERSE : NFC_RECOMPUTE_NONE;
     nfc_diagnostics *diags = NULL;
     double t0 = now_s();
     nfc_model *m = nfc_compile_file(path, &opt, &diags);
