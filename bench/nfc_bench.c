@@ -1,12 +1,14 @@
 /* bench/nfc_bench.c: the nfc side of `ninja bench` (bench/run drives it; bench/torch_bench.py
  * is the PyTorch side). One model per process, so the peak RSS is the model's.
  *
- *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--recompute] [--vector-width V]
+ *   nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--recompute] [--vector-width V] [--train-only]
  *
  * (--shard: rows per shard of a training batch; default automatic as in nfc train; for analysis.
  * --no-fuse: nfc_options.no_fuse, every program compiled without fusion, to compare in one
  * binary. --recompute: nfc_options.recompute = NFC_RECOMPUTE_INVERSE, the training program
- * rebuilding each layer's input by its inverse, as `nfc train --recompute=inverse`.)
+ * rebuilding each layer's input by its inverse, as `nfc train --recompute=inverse`.
+ * --train-only: compile, then training only (no AOT build, log_prob, sampling or big-shard
+ * run), so maxrss_kb is the training's peak; bench/run's memory-vs-depth table.)
  *
  * Prints "key value" lines on stdout:
  *   rss0_kb          RSS before compiling (libraries loaded, nothing else)
@@ -198,7 +200,7 @@ int main(int argc, char **argv) {
     int T = 2;
     int64_t shard = 0;
     int vw = 0;
-    int no_fuse = 0, recompute = 0;
+    int no_fuse = 0, recompute = 0, train_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) T = atoi(argv[++i]);
@@ -209,9 +211,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--vector-width") && i + 1 < argc) vw = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-fuse")) no_fuse = 1;
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
+        else if (!strcmp(argv[i], "--train-only")) train_only = 1;
         else if (argv[i][0] != '-' && !path) path = argv[i];
         else {
-            fprintf(stderr, "usage: nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--recompute] [--vector-width V]\n");
+            fprintf(stderr, "usage: nfc_bench MODEL.flow [--batch B] [--threads T] [--time S] [--reps R] [--tmp DIR] [--shard N] [--no-fuse] [--recompute] [--vector-width V] [--train-only]\n");
             return 2;
         }
     }
@@ -259,6 +262,7 @@ int main(int argc, char **argv) {
     float *xsf = malloc(sizeof(float) * (size_t)(B * D)), *lpsf = malloc(sizeof(float) * (size_t)B);
     for (int64_t i = 0; i < B * D; i++) { x[i] = normal((uint64_t)i); xf[i] = (float)x[i]; }
 
+    if (train_only) goto training;
     /* the AOT library */
     char so[4096];
     snprintf(so, sizeof so, "%s/nfc_bench_%ld.so", tmp, (long)getpid());
@@ -329,6 +333,7 @@ int main(int argc, char **argv) {
     pthread_barrier_wait(&a.go);
     for (int i = 1; i < T; i++) pthread_join(th[i], NULL);
 
+training:;
     /* training: rt_train_run, as `nfc train` runs it */
     int64_t ntrain = 8 * B;
     double *tx = malloc(sizeof(double) * (size_t)(ntrain * D));
@@ -361,7 +366,7 @@ int main(int argc, char **argv) {
     /* for analysis: the same with one shard per thread (shard = B / T), which cuts the per-shard
      * cost (the gradient program's epilogue and the f64 sum, each O(parameters)) 16-fold at
      * B = 1024, T = 2. Not what nfc train does by default. */
-    if (shard <= 0 && B / T > cfg.shard) {
+    if (!train_only && shard <= 0 && B / T > cfg.shard) {
         cfg.shard = (B + T - 1) / T;
         memset(&tc, 0, sizeof tc);
         tc.warm = 2;

@@ -275,6 +275,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time", type=float, default=0.3)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--train-only", action="store_true", help="skip log_prob and sampling (memory-vs-depth table)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -294,20 +295,21 @@ def main():
 
     B = a.batch
     x = torch.randn(B, a.D)
-    with torch.no_grad():
-        lp = model.log_prob(x)
-        xs, lps = model.sample(B)
-        # sanity: the sample's log p equals log_prob of the sample
-        print(f"sample_lp_maxrel {((lps - model.log_prob(xs)).abs() / (1 + lps.abs())).max().item():.3g}")
+    if not a.train_only:
+        with torch.no_grad():
+            lp = model.log_prob(x)
+            xs, lps = model.sample(B)
+            # sanity: the sample's log p equals log_prob of the sample
+            print(f"sample_lp_maxrel {((lps - model.log_prob(xs)).abs() / (1 + lps.abs())).max().item():.3g}")
 
-        def f_lp():
-            model.log_prob(x)
+            def f_lp():
+                model.log_prob(x)
 
-        def f_sample():
-            model.sample(B)
+            def f_sample():
+                model.sample(B)
 
-        print(f"logprob_sps {B / best_time(f_lp, a.time, a.reps):.1f}")
-        print(f"sample_sps {B / best_time(f_sample, a.time, a.reps):.1f}")
+            print(f"logprob_sps {B / best_time(f_lp, a.time, a.reps):.1f}")
+            print(f"sample_sps {B / best_time(f_sample, a.time, a.reps):.1f}")
 
     data = torch.randn(8 * B, a.D)
     opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
