@@ -38,6 +38,15 @@ typedef struct {
                                   product's elementwise epilogue (computed in registers at
                                   their only use, no workspace slot: docs/codegen.md,
                                   "Fusion"); 1: every value gets its slot and its own loop */
+    /* JIT builds: each segment is built in a module of its own, which is optimized and given
+     * to segment_sink(segment_ctx, thread-safe context, module, segment's function name) as
+     * soon as it is complete; the sink takes the module and must compile it before
+     * returning (model.c: the JIT, jit_add_llvm + jit_lookup), so LLVM holds the IR of one
+     * segment at a time and the peak memory does not grow with the program. The main
+     * module then only declares the segments. Returns 0, or -1 with a message in err.
+     * NULL (default): one module (AOT, tests). */
+    int       (*segment_sink)(void *ctx, void *tsc, void *module, const char *fn, char *err, size_t errlen);
+    void       *segment_ctx;
 } cg_options;
 
 #define CG_SEGMENT_NODES 64

@@ -120,6 +120,33 @@ int jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen) {
     return 0;
 }
 
+int jit_add_llvm(nfc_jit *j, void *tsc, void *mod, char *err, size_t errlen) {
+    if (j->nrt == j->cap_rt) {
+        int nc = j->cap_rt ? 2 * j->cap_rt : 8;
+        LLVMOrcResourceTrackerRef *r = realloc(j->rt, sizeof *r * (size_t)nc);
+        if (!r) { snprintf(err, errlen, "out of memory"); LLVMDisposeModule((LLVMModuleRef)mod); return -1; }
+        j->rt = r;
+        j->cap_rt = nc;
+    }
+    /* the module shares the context, whose reference stays with its cg_module */
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule((LLVMModuleRef)mod, (LLVMOrcThreadSafeContextRef)tsc);
+    LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(j->j));
+    LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModuleWithRT(j->j, rt, tsm);   /* takes tsm */
+    if (e) {
+        jit_error_msg(e, "jit: adding a module", err, errlen);
+        LLVMOrcReleaseResourceTracker(rt);
+        return -1;
+    }
+    j->rt[j->nrt++] = rt;
+    return 0;
+}
+
+int jit_compile_now(void *ctx, void *tsc, void *mod, const char *fn, char *err, size_t errlen) {
+    nfc_jit *j = ctx;
+    if (jit_add_llvm(j, tsc, mod, err, errlen)) return -1;
+    return jit_lookup(j, fn, err, errlen) ? 0 : -1;
+}
+
 void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen) {
     LLVMOrcExecutorAddress addr = 0;
     j->session_err[0] = 0;

@@ -26,6 +26,12 @@ int   jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen);
 /* Adds m's functions; consumes m (also on failure). Rejects modules built for another
  * architecture than the host's. Returns 0 or -1 with a message. */
 int   jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen);
+/* Adds a bare LLVM module in a cg_module's thread-safe context tsc (which keeps its owner);
+ * takes the module (also on failure). Returns 0 or -1 with a message. */
+int   jit_add_llvm(nfc_jit *j, void *tsc, void *mod, char *err, size_t errlen);
+/* A cg_options.segment_sink (ctx: the nfc_jit): adds the segment's module and compiles it
+ * at once (a lookup of fn), so its IR is freed before the next segment is built. */
+int   jit_compile_now(void *ctx, void *tsc, void *mod, const char *fn, char *err, size_t errlen);
 /* Address of a function by its unmangled name (compiles it on first lookup), or NULL with a
  * message. */
 void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen);

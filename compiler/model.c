@@ -154,9 +154,11 @@ static int jit_prog(nfc_model *m, int k) {
     const tprog *progs[1] = { m->dv.p[k] };
     cg_module *cm = NULL;
     char err[1024];
+    if (!m->jit && jit_create_opt(&m->jit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
+    co.segment_sink = jit_compile_now;   /* each segment compiled as soon as it is built */
+    co.segment_ctx = m->jit;
     if (cg_build(progs, 1, m->g, "nfc", &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
     int64_t b = cg_workspace_bytes(cm, 0);
-    if (!m->jit && jit_create_opt(&m->jit, m->opt.opt_level, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
     if (jit_add(m->jit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
     char name[64];
     snprintf(name, sizeof name, "nfc_%s", prog_names[k]);
@@ -759,13 +761,15 @@ static int build_grad(nfc_model *m) {
         co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
         co.vector_width = m->opt.vector_width;
         co.opt_level = m->opt.opt_level;
-    co.no_fuse = m->opt.no_fuse;
+        co.no_fuse = m->opt.no_fuse;
         co.cpu = m->opt.cpu;
         const tprog *progs[1] = { gp };
         cg_module *cm = NULL;
+        if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
+        co.segment_sink = jit_compile_now;   /* each segment compiled as soon as it is built */
+        co.segment_ctx = m->gjit;
         if (cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err)) return fail(m, "code generation (gradient): %s", err);
         m->gws_bytes = cg_workspace_bytes(cm, 0);
-        if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) { cg_free(cm); return fail(m, "JIT: %s", err); }
         if (jit_add(m->gjit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
         m->gfn = (kernel_fn)jit_lookup(m->gjit, "nfcgrad_loss_grad", err, sizeof err);
         if (!m->gfn) return fail(m, "JIT: %s", err);
