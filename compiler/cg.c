@@ -229,7 +229,7 @@ typedef struct {
     LLVMModuleRef     mainM;         /* the cg_module's module, context and builder (x->M, x->C */
     LLVMContextRef    mainC;         /* and x->b are a segment's own while one is built with */
     LLVMBuilderRef    mainB;         /* o->segment_sink, in a context of its own: segtsc) */
-    LLVMOrcThreadSafeContextRef segtsc;
+    cg_target         tgt;           /* for o->segment_sink */
     LLVMValueRef     *segconst;      /* CONSTTENSOR globals copied into the segment's module */
 } cgx;
 
@@ -1732,13 +1732,13 @@ static const char *opt_pipeline(int opt_level) {
 }
 
 /* With o->segment_sink, a segment is built in a module of its own, in an LLVM context of
- * its own (same target and data layout), which goes to the sink, optimized, once the
- * segment is complete: the sink compiles it (the JIT), and LLVM frees its IR and its
- * context (whose uniqued constants would otherwise pile up for the whole program), so the
- * memory of a program's compilation does not grow with its size. */
+ * its own (same target and data layout), which goes to the sink once the segment is
+ * complete: the sink verifies, optimizes and compiles it (the JIT: on worker threads, while
+ * the next segments are built) and frees its IR and its context (whose uniqued constants
+ * would otherwise pile up for the whole program), so the memory of a program's compilation
+ * does not grow with its size. */
 static void open_segment_module(cgx *x, const char *name) {
-    x->segtsc = LLVMOrcCreateNewThreadSafeContext();
-    x->C = LLVMOrcThreadSafeContextGetContext(x->segtsc);
+    x->C = LLVMContextCreate();
     set_types(x);
     x->b = LLVMCreateBuilderInContext(x->C);
     LLVMModuleRef sm = LLVMModuleCreateWithNameInContext(name, x->C);
@@ -1759,46 +1759,23 @@ static LLVMModuleRef leave_segment_module(cgx *x) {
     return sm;
 }
 
-/* verify, optimize and hand over a segment's module; then drop our reference to its
- * context (the JIT's module keeps it until compiled) */
-static void finish_segment_module(cgx *x, cg_module *m, LLVMModuleRef sm, LLVMOrcThreadSafeContextRef tsc, const char *fn) {
-    char *msg = NULL;
-    if (LLVMVerifyModule(sm, LLVMReturnStatusAction, &msg)) {
-        cg_fail(x, "codegen: invalid LLVM IR in %s: %s", fn, msg ? msg : "");
-        LLVMDisposeMessage(msg);
-        LLVMDisposeModule(sm);
-        LLVMOrcDisposeThreadSafeContext(tsc);
-        return;
-    }
-    LLVMDisposeMessage(msg);
-    LLVMPassBuilderOptionsRef pbo = LLVMCreatePassBuilderOptions();
-    LLVMErrorRef e = LLVMRunPasses(sm, opt_pipeline(x->o->opt_level), m->tm, pbo);
-    LLVMDisposePassBuilderOptions(pbo);
-    if (e) {
-        char emsg[512];
-        take_error(e, "codegen: optimizer", emsg, sizeof emsg);
-        cg_fail(x, "%s", emsg);
-        LLVMDisposeModule(sm);
-        LLVMOrcDisposeThreadSafeContext(tsc);
-        return;
-    }
+/* hand a segment's module and its context over to the sink */
+static void finish_segment_module(cgx *x, LLVMContextRef C, LLVMModuleRef sm, const char *fn) {
     char err[1024] = "";
-    (void)m;
-    if (x->o->segment_sink(x->o->segment_ctx, tsc, sm, fn, err, sizeof err)) cg_fail(x, "%s", err[0] ? err : "segment sink failed");
-    LLVMOrcDisposeThreadSafeContext(tsc);
+    if (x->o->segment_sink(x->o->segment_ctx, &x->tgt, C, sm, fn, err, sizeof err)) cg_fail(x, "%s", err[0] ? err : "segment sink failed");
 }
 
 /* back in the program's function after a segment: call it from the tile loop */
-static void close_segment(cgx *x, cg_module *m, LLVMValueRef main_fn, LLVMValueRef *margs) {
+static void close_segment(cgx *x, LLVMValueRef main_fn, LLVMValueRef *margs) {
     LLVMValueRef callee = x->seg_fn;
     LLVMModuleRef sm = NULL;
-    LLVMOrcThreadSafeContextRef tsc = NULL;
+    LLVMContextRef sc = NULL;
     char fn[512] = "";
     if (x->M != x->mainM) {   /* a module of its own: the main module declares the segment */
         size_t len = 0;
         const char *nm = LLVMGetValueName2(x->seg_fn, &len);
         snprintf(fn, sizeof fn, "%.*s", (int)len, nm);
-        tsc = x->segtsc;
+        sc = x->C;
         sm = leave_segment_module(x);
         callee = LLVMAddFunction(x->mainM, fn, kernel_fty(x, 1));
         add_attr(x, callee, LLVMAttributeFunctionIndex, "nounwind", 0);
@@ -1817,7 +1794,7 @@ static void close_segment(cgx *x, cg_module *m, LLVMValueRef main_fn, LLVMValueR
     LLVMBuildCall2(x->b, LLVMGlobalGetValueType(callee), callee, margs, 9, "");
     load_io(x);     /* for what follows in the main function (dead code if nothing; removed) */
     tile_mask(x);
-    if (sm) finish_segment_module(x, m, sm, tsc, fn);
+    if (sm) finish_segment_module(x, sc, sm, fn);
 }
 
 /* does the prologue emit code for node i (a live node)? reductions zero their accumulators,
@@ -1951,13 +1928,13 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         else unbatched_node(x, i);
         if (seg_nodes > 0 && ++count >= seg_nodes) {
             LLVMBuildRetVoid(x->b);
-            close_segment(x, m, main_fn, once);
+            close_segment(x, main_fn, once);
             count = 0;
         }
     }
     if (seg_nodes > 0 && count > 0) {
         LLVMBuildRetVoid(x->b);
-        close_segment(x, m, main_fn, once);
+        close_segment(x, main_fn, once);
         count = 0;
     }
 
@@ -1978,14 +1955,14 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         else tile_node(x, i);
         if (seg_nodes > 0 && ++count >= seg_nodes && !inloop) {   /* close it */
             LLVMBuildRetVoid(x->b);
-            close_segment(x, m, main_fn, margs);
+            close_segment(x, main_fn, margs);
             count = 0;
         }
     }
     for (int k = 0; k < p->nouts && !x->failed; k++) store_out(x, k);
     if (seg_nodes > 0 && count > 0) {
         LLVMBuildRetVoid(x->b);
-        close_segment(x, m, main_fn, margs);
+        close_segment(x, main_fn, margs);
         count = 0;
     }
     loop_close(x, &Lt, NULL, x->V);
@@ -1998,13 +1975,13 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         else unbatched_node(x, i);
         if (seg_nodes > 0 && ++count >= seg_nodes) {
             LLVMBuildRetVoid(x->b);
-            close_segment(x, m, main_fn, once);
+            close_segment(x, main_fn, once);
             count = 0;
         }
     }
     if (seg_nodes > 0 && count > 0) {
         LLVMBuildRetVoid(x->b);
-        close_segment(x, m, main_fn, once);
+        close_segment(x, main_fn, once);
     }
     if (p->ngrad && !x->failed) write_grads(x);
     LLVMBuildRetVoid(x->b);
@@ -2192,6 +2169,11 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     if (!m->tm) BFAIL("codegen: cannot create a target machine for %s (cpu %s)", m->triple, m->cpu);
 
     x.o = o;
+    x.tgt.triple = m->triple;
+    x.tgt.cpu = m->cpu;
+    x.tgt.features = m->features;
+    x.tgt.opt_level = o->opt_level;
+    x.tgt.pipeline = opt_pipeline(o->opt_level);
     x.isa = isa_of(m->triple, m->cpu, m->features);
     x.esz = o->dtype == DT_F64 ? 8 : 4;
     x.f64mode = o->dtype == DT_F64;
@@ -2257,9 +2239,9 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         free(x.slot); free(x.aux); free(x.ubase); free(x.live); free(x.sep); free(x.sec); free(x.virt); free(x.rmm); free(x.segconst);
         x.segconst = NULL;
         if (x.M != x.mainM) {   /* a failure inside a segment's own module: drop it */
-            LLVMOrcThreadSafeContextRef tsc = x.segtsc;
+            LLVMContextRef sc = x.C;
             LLVMDisposeModule(leave_segment_module(&x));
-            LLVMOrcDisposeThreadSafeContext(tsc);
+            LLVMContextDispose(sc);
         }
         x.slot = x.aux = NULL; x.ubase = NULL; x.live = x.sep = NULL; x.sec = x.virt = NULL; x.rmm = NULL;
         if (ws < 0) goto fail;

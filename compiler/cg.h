@@ -19,6 +19,14 @@
 #define NFC_CG_H
 #include "tir.h"
 
+/* what a segment_sink needs to compile a segment's module (strings owned by the cg_module) */
+typedef struct cg_target {
+    const char *triple, *cpu, *features;
+    int         opt_level;     /* 0..3: cg_options.opt_level (the JIT compiles segments at
+                                  its own code-generator level, as it does whole modules) */
+    const char *pipeline;      /* the optimizer's pipeline for LLVMRunPasses */
+} cg_target;
+
 typedef struct {
     int         dtype;         /* DT_F32 or DT_F64 (ir.h) */
     int         vector_width;  /* 0: native for the target (f32: 16 with AVX-512, 8 with AVX/AVX2,
@@ -38,14 +46,17 @@ typedef struct {
                                   product's elementwise epilogue (computed in registers at
                                   their only use, no workspace slot: docs/codegen.md,
                                   "Fusion"); 1: every value gets its slot and its own loop */
-    /* JIT builds: each segment is built in a module of its own, which is optimized and given
-     * to segment_sink(segment_ctx, thread-safe context, module, segment's function name) as
-     * soon as it is complete; the sink takes the module and must compile it before
-     * returning (model.c: the JIT, jit_add_llvm + jit_lookup), so LLVM holds the IR of one
-     * segment at a time and the peak memory does not grow with the program. The main
-     * module then only declares the segments. Returns 0, or -1 with a message in err.
-     * NULL (default): one module (AOT, tests). */
-    int       (*segment_sink)(void *ctx, void *tsc, void *module, const char *fn, char *err, size_t errlen);
+    /* JIT builds: each segment is built in a module and an LLVM context of its own, and
+     * handed to segment_sink(segment_ctx, target, context, module, the segment's function
+     * name) as soon as it is complete (not yet verified or optimized). The sink owns both
+     * from then on; it must compile the module for the target (cg_target: triple, CPU,
+     * features, optimization level, the pipeline to run) and make the function available
+     * under that name before the program's own module is linked (model.c: the JIT's
+     * jit_compile_async, then jit_segments_finish). So LLVM holds the IR of a few segments
+     * at a time, and they can be compiled in parallel. The program's module only declares
+     * the segments. Returns 0, or -1 with a message in err. NULL (default): one module. */
+    int       (*segment_sink)(void *ctx, const struct cg_target *t, void *context, void *module, const char *fn,
+                              char *err, size_t errlen);
     void       *segment_ctx;
 } cg_options;
 

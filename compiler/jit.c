@@ -13,15 +13,38 @@
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
+#include <llvm-c/Analysis.h>
 #include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* a segment's module waiting for, or compiled by, a worker (jit_compile_async) */
+typedef struct {
+    LLVMContextRef      C;
+    LLVMModuleRef       M;
+    LLVMMemoryBufferRef obj;         /* the object file, once compiled */
+    char               *err;         /* malloc'ed message if compiling failed */
+    char                name[200];
+} segjob;
 
 struct nfc_jit {
     LLVMOrcLLJITRef            j;
     LLVMOrcResourceTrackerRef *rt;
     int                        nrt, cap_rt;
     char                       session_err[512];   /* last error reported by the session */
+    /* segments compiled on worker threads (jit_compile_async .. jit_segments_finish) */
+    pthread_mutex_t            mu;
+    pthread_cond_t             cv_job;
+    segjob                    *jobs;
+    int                        njobs, cap_jobs, next_job, ndone, stop;
+    pthread_t                 *th;
+    int                        nth;
+    char                      *triple, *cpu, *features, *pipeline;   /* of the current batch */
+    int                        level;   /* the code generator's level: the same as the LLJIT's own
+                                           (jit_create_opt: None at 0, else Default) */
 };
 
 static void jit_error_msg(LLVMErrorRef e, const char *what, char *err, size_t errlen) {
@@ -44,6 +67,9 @@ int jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen) {
     cg_llvm_init();
     nfc_jit *j = calloc(1, sizeof *j);
     if (!j) { snprintf(err, errlen, "out of memory"); return -1; }
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv_job, NULL);
+    j->level = opt_level == 0 ? 0 : 2;
     LLVMOrcJITTargetMachineBuilderRef jtmb;
     LLVMErrorRef e = NULL;
     if (opt_level == 0) {
@@ -120,31 +146,154 @@ int jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen) {
     return 0;
 }
 
-int jit_add_llvm(nfc_jit *j, void *tsc, void *mod, char *err, size_t errlen) {
-    if (j->nrt == j->cap_rt) {
-        int nc = j->cap_rt ? 2 * j->cap_rt : 8;
-        LLVMOrcResourceTrackerRef *r = realloc(j->rt, sizeof *r * (size_t)nc);
-        if (!r) { snprintf(err, errlen, "out of memory"); LLVMDisposeModule((LLVMModuleRef)mod); return -1; }
-        j->rt = r;
-        j->cap_rt = nc;
+static char *dupstr(const char *s) {
+    size_t n = strlen(s ? s : "") + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s ? s : "", n);
+    return d;
+}
+
+/* verify, optimize and compile one segment's module to an object file with the worker's own
+ * target machine, then free the module and its context */
+static void compile_job(nfc_jit *j, LLVMTargetMachineRef tm, segjob *jb) {
+    char *msg = NULL, what[400];
+    if (LLVMVerifyModule(jb->M, LLVMReturnStatusAction, &msg)) {
+        snprintf(what, sizeof what, "codegen: invalid LLVM IR in %.200s: %.150s", jb->name, msg ? msg : "");
+        jb->err = dupstr(what);
+    } else if (!tm) {
+        snprintf(what, sizeof what, "jit: cannot create a target machine for %.100s (cpu %.80s)", j->triple, j->cpu);
+        jb->err = dupstr(what);
+    } else {
+        LLVMPassBuilderOptionsRef pbo = LLVMCreatePassBuilderOptions();
+        LLVMErrorRef e = LLVMRunPasses(jb->M, j->pipeline, tm, pbo);
+        LLVMDisposePassBuilderOptions(pbo);
+        if (e) {
+            char *em = LLVMGetErrorMessage(e);
+            snprintf(what, sizeof what, "codegen: optimizer: %.300s", em ? em : "?");
+            LLVMDisposeErrorMessage(em);
+            jb->err = dupstr(what);
+        } else {
+            char *emsg = NULL;
+            if (LLVMTargetMachineEmitToMemoryBuffer(tm, jb->M, LLVMObjectFile, &emsg, &jb->obj)) {
+                snprintf(what, sizeof what, "codegen: %.200s: %.150s", jb->name, emsg ? emsg : "cannot emit");
+                jb->err = dupstr(what);
+                jb->obj = NULL;
+            }
+            LLVMDisposeMessage(emsg);
+        }
     }
-    /* the module shares the context, whose reference stays with its cg_module */
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule((LLVMModuleRef)mod, (LLVMOrcThreadSafeContextRef)tsc);
-    LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(j->j));
-    LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModuleWithRT(j->j, rt, tsm);   /* takes tsm */
-    if (e) {
-        jit_error_msg(e, "jit: adding a module", err, errlen);
-        LLVMOrcReleaseResourceTracker(rt);
-        return -1;
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(jb->M);
+    LLVMContextDispose(jb->C);
+    jb->M = NULL;
+    jb->C = NULL;
+}
+
+static void *seg_worker(void *arg) {
+    nfc_jit *j = arg;
+    static const LLVMCodeGenOptLevel lv[4] = { LLVMCodeGenLevelNone, LLVMCodeGenLevelLess, LLVMCodeGenLevelDefault, LLVMCodeGenLevelAggressive };
+    LLVMTargetMachineRef tm = NULL;
+    LLVMTargetRef target = NULL;
+    char *msg = NULL;
+    if (!LLVMGetTargetFromTriple(j->triple, &target, &msg))
+        tm = LLVMCreateTargetMachine(target, j->triple, j->cpu, j->features, lv[j->level < 0 ? 0 : j->level > 3 ? 3 : j->level],
+                                     LLVMRelocPIC, LLVMCodeModelDefault);
+    LLVMDisposeMessage(msg);
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        while (!j->stop && j->next_job == j->njobs) pthread_cond_wait(&j->cv_job, &j->mu);
+        if (j->next_job == j->njobs) break;   /* stop, and nothing left */
+        int k = j->next_job++;
+        segjob jb = j->jobs[k];   /* the array may move while we compile */
+        pthread_mutex_unlock(&j->mu);
+        compile_job(j, tm, &jb);
+        pthread_mutex_lock(&j->mu);
+        j->jobs[k] = jb;
+        j->ndone++;
     }
-    j->rt[j->nrt++] = rt;
+    pthread_mutex_unlock(&j->mu);
+    if (tm) LLVMDisposeTargetMachine(tm);
+    return NULL;
+}
+
+int jit_compile_async(void *ctx, const cg_target *t, void *context, void *module, const char *fn, char *err, size_t errlen) {
+    nfc_jit *j = ctx;
+    pthread_mutex_lock(&j->mu);
+    if (!j->th) {   /* the first segment of a batch: its target, and the workers */
+        free(j->triple); free(j->cpu); free(j->features); free(j->pipeline);
+        j->triple = dupstr(t->triple);
+        j->cpu = dupstr(t->cpu);
+        j->features = dupstr(t->features);
+        j->pipeline = dupstr(t->pipeline);
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int n = ncpu < 1 ? 1 : ncpu > 8 ? 8 : (int)ncpu;
+        j->th = calloc((size_t)n, sizeof *j->th);
+        j->stop = 0;
+        j->nth = 0;
+        if (j->th && j->triple && j->cpu && j->features && j->pipeline)
+            for (int k = 0; k < n; k++)
+                if (pthread_create(&j->th[j->nth], NULL, seg_worker, j) == 0) j->nth++;
+        if (j->nth == 0) {
+            pthread_mutex_unlock(&j->mu);
+            snprintf(err, errlen, "jit: cannot start a compiler thread");
+            LLVMDisposeModule((LLVMModuleRef)module);
+            LLVMContextDispose((LLVMContextRef)context);
+            return -1;
+        }
+    }
+    if (j->njobs == j->cap_jobs) {
+        int nc = j->cap_jobs ? 2 * j->cap_jobs : 64;
+        segjob *nj = realloc(j->jobs, sizeof *nj * (size_t)nc);
+        if (!nj) {
+            pthread_mutex_unlock(&j->mu);
+            snprintf(err, errlen, "out of memory");
+            LLVMDisposeModule((LLVMModuleRef)module);
+            LLVMContextDispose((LLVMContextRef)context);
+            return -1;
+        }
+        j->jobs = nj;
+        j->cap_jobs = nc;
+    }
+    segjob *jb = &j->jobs[j->njobs++];
+    memset(jb, 0, sizeof *jb);
+    jb->C = (LLVMContextRef)context;
+    jb->M = (LLVMModuleRef)module;
+    snprintf(jb->name, sizeof jb->name, "%s", fn);
+    pthread_cond_signal(&j->cv_job);
+    pthread_mutex_unlock(&j->mu);
     return 0;
 }
 
-int jit_compile_now(void *ctx, void *tsc, void *mod, const char *fn, char *err, size_t errlen) {
-    nfc_jit *j = ctx;
-    if (jit_add_llvm(j, tsc, mod, err, errlen)) return -1;
-    return jit_lookup(j, fn, err, errlen) ? 0 : -1;
+int jit_segments_finish(nfc_jit *j, char *err, size_t errlen) {
+    pthread_mutex_lock(&j->mu);
+    j->stop = 1;
+    pthread_cond_broadcast(&j->cv_job);
+    pthread_mutex_unlock(&j->mu);
+    for (int k = 0; k < j->nth; k++) pthread_join(j->th[k], NULL);
+    free(j->th);
+    j->th = NULL;
+    j->nth = 0;
+    int rc = 0;
+    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->j);
+    for (int k = 0; k < j->njobs; k++) {
+        segjob *jb = &j->jobs[k];
+        if (jb->M) { LLVMDisposeModule(jb->M); jb->M = NULL; }   /* not reached: the workers take every job */
+        if (jb->C) { LLVMContextDispose(jb->C); jb->C = NULL; }
+        if (rc == 0 && jb->err) {
+            snprintf(err, errlen, "%s", jb->err);
+            rc = -1;
+        }
+        if (rc == 0 && jb->obj) {
+            LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->j, jd, jb->obj);   /* takes the buffer */
+            jb->obj = NULL;
+            if (e) { jit_error_msg(e, "jit: adding a segment", err, errlen); rc = -1; }
+        }
+        if (jb->obj) LLVMDisposeMemoryBuffer(jb->obj);
+        free(jb->err);
+    }
+    j->njobs = j->next_job = j->ndone = 0;
+    j->stop = 0;
+    return rc;
 }
 
 void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen) {
@@ -163,11 +312,19 @@ void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen) {
 
 void jit_free(nfc_jit *j) {
     if (!j) return;
+    if (j->th || j->njobs) {
+        char e[16];
+        jit_segments_finish(j, e, sizeof e);
+    }
+    free(j->jobs);
+    free(j->triple); free(j->cpu); free(j->features); free(j->pipeline);
     for (int i = 0; i < j->nrt; i++) LLVMOrcReleaseResourceTracker(j->rt[i]);
     free(j->rt);
     if (j->j) {
         LLVMErrorRef e = LLVMOrcDisposeLLJIT(j->j);
         if (e) LLVMConsumeError(e);
     }
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv_job);
     free(j);
 }

@@ -26,12 +26,15 @@ int   jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen);
 /* Adds m's functions; consumes m (also on failure). Rejects modules built for another
  * architecture than the host's. Returns 0 or -1 with a message. */
 int   jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen);
-/* Adds a bare LLVM module in a cg_module's thread-safe context tsc (which keeps its owner);
- * takes the module (also on failure). Returns 0 or -1 with a message. */
-int   jit_add_llvm(nfc_jit *j, void *tsc, void *mod, char *err, size_t errlen);
-/* A cg_options.segment_sink (ctx: the nfc_jit): adds the segment's module and compiles it
- * at once (a lookup of fn), so its IR is freed before the next segment is built. */
-int   jit_compile_now(void *ctx, void *tsc, void *mod, const char *fn, char *err, size_t errlen);
+/* A cg_options.segment_sink (ctx: the nfc_jit): queues the segment's module for the JIT's
+ * compiler threads (one per online CPU, at most 8, started by a batch's first segment),
+ * which verify, optimize and compile each to an object file with a target machine of their
+ * own and free its IR and context, while the code generator builds the next segments.
+ * jit_segments_finish waits for them, stops the threads and adds the objects, in order, to
+ * the JIT; it must be called after the cg_build that used the sink, before its module is
+ * added (and also after a failed cg_build). Both return 0, or -1 with a message. */
+int   jit_compile_async(void *ctx, const cg_target *t, void *context, void *module, const char *fn, char *err, size_t errlen);
+int   jit_segments_finish(nfc_jit *j, char *err, size_t errlen);
 /* Address of a function by its unmangled name (compiles it on first lookup), or NULL with a
  * message. */
 void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen);

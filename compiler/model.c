@@ -155,9 +155,15 @@ static int jit_prog(nfc_model *m, int k) {
     cg_module *cm = NULL;
     char err[1024];
     if (!m->jit && jit_create_opt(&m->jit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
-    co.segment_sink = jit_compile_now;   /* each segment compiled as soon as it is built */
+    co.segment_sink = jit_compile_async;   /* segments compiled on the JIT's threads as they are built */
     co.segment_ctx = m->jit;
-    if (cg_build(progs, 1, m->g, "nfc", &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
+    int rc = cg_build(progs, 1, m->g, "nfc", &co, &cm, err, sizeof err);
+    char err2[1024];
+    if (jit_segments_finish(m->jit, err2, sizeof err2) && rc == 0) {
+        cg_free(cm);
+        return fail(m, "code generation: %s", err2);
+    }
+    if (rc) return fail(m, "code generation: %s", err);
     int64_t b = cg_workspace_bytes(cm, 0);
     if (jit_add(m->jit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
     char name[64];
@@ -766,9 +772,15 @@ static int build_grad(nfc_model *m) {
         const tprog *progs[1] = { gp };
         cg_module *cm = NULL;
         if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
-        co.segment_sink = jit_compile_now;   /* each segment compiled as soon as it is built */
+        co.segment_sink = jit_compile_async;   /* segments compiled on the JIT's threads as they are built */
         co.segment_ctx = m->gjit;
-        if (cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err)) return fail(m, "code generation (gradient): %s", err);
+        int brc = cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err);
+        char err2[1024];
+        if (jit_segments_finish(m->gjit, err2, sizeof err2) && brc == 0) {
+            cg_free(cm);
+            return fail(m, "code generation (gradient): %s", err2);
+        }
+        if (brc) return fail(m, "code generation (gradient): %s", err);
         m->gws_bytes = cg_workspace_bytes(cm, 0);
         if (jit_add(m->gjit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
         m->gfn = (kernel_fn)jit_lookup(m->gjit, "nfcgrad_loss_grad", err, sizeof err);

@@ -1655,19 +1655,21 @@ TEST(segments_equal_one_function) {
         double *res_out[3][NPROG][TPROG_MAX_IO + 1];
         memset(res_out, 0, sizeof res_out);
         int64_t cnt[NPROG][TPROG_MAX_IO + 1];
-        /* 0: one function; 1: segments in the module; 2: each segment in a module of its own,
-         * compiled as soon as it is built (segment_sink, as the JIT of model.c does) */
+        /* 0: one function; 1: segments in the module; 2: each segment in a module and context
+         * of its own, compiled on the JIT's threads while the next is built (segment_sink, as
+         * the JIT of model.c does) */
         for (int variant = 0; variant < 3; variant++) {
             cg_options o;
             cg_default_options(&o);
             o.opt_level = TEST_OPT;
             o.segment_nodes = variant == 0 ? -1 : 5;
-            if (variant == 2) { o.segment_sink = jit_compile_now; o.segment_ctx = J; }
+            if (variant == 2) { o.segment_sink = jit_compile_async; o.segment_ctx = J; }
             cg_module *m = NULL;
             char prefix[32], ir[64];
             snprintf(prefix, sizeof prefix, "sg%d", uniq++);
             int rc = cg_build(progs, NPROG, g, prefix, &o, &m, err, sizeof err);
             CHECK(rc == 0, "%s: %s", files[fi], err);
+            if (variant == 2) CHECK(jit_segments_finish(J, err, sizeof err) == 0, "%s: %s", files[fi], err);
             if (rc) break;
             /* the split happened (or not) */
             snprintf(ir, sizeof ir, "/tmp/nfc_test_seg_%d.ll", (int)getpid());
