@@ -37,7 +37,7 @@ struct nfc_jit {
     char                       session_err[512];   /* last error reported by the session */
     /* segments compiled on worker threads (jit_compile_async .. jit_segments_finish) */
     pthread_mutex_t            mu;
-    pthread_cond_t             cv_job;
+    pthread_cond_t             cv_job, cv_space;
     segjob                    *jobs;
     int                        njobs, cap_jobs, next_job, ndone, stop;
     pthread_t                 *th;
@@ -69,6 +69,7 @@ int jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen) {
     if (!j) { snprintf(err, errlen, "out of memory"); return -1; }
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv_job, NULL);
+    pthread_cond_init(&j->cv_space, NULL);
     j->level = opt_level == 0 ? 0 : 2;
     LLVMOrcJITTargetMachineBuilderRef jtmb;
     LLVMErrorRef e = NULL;
@@ -189,6 +190,45 @@ static void compile_job(nfc_jit *j, LLVMTargetMachineRef tm, segjob *jb) {
     jb->C = NULL;
 }
 
+/* LLVM creates some of its global state (the timer groups of the pass managers and the
+ * code generator, registries) on first use, through lazily initialized statics. That first
+ * use is made once, by the thread that starts the first compiler threads, before they
+ * exist: a tiny module optimized and compiled like a segment. */
+static void warm_up(const char *triple, const char *cpu, const char *features, const char *pipeline, int level) {
+    static const LLVMCodeGenOptLevel lv[4] = { LLVMCodeGenLevelNone, LLVMCodeGenLevelLess, LLVMCodeGenLevelDefault, LLVMCodeGenLevelAggressive };
+    LLVMContextRef C = LLVMContextCreate();
+    LLVMModuleRef M = LLVMModuleCreateWithNameInContext("nfc_warm_up", C);
+    LLVMSetTarget(M, triple);
+    LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(C), NULL, 0, 0);
+    LLVMValueRef f = LLVMAddFunction(M, "nfc_warm_up", fty);
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(C);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(C, f, "entry"));
+    LLVMBuildRetVoid(b);
+    LLVMDisposeBuilder(b);
+    LLVMTargetRef target = NULL;
+    char *msg = NULL;
+    if (!LLVMGetTargetFromTriple(triple, &target, &msg)) {
+        LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, features, lv[level], LLVMRelocPIC, LLVMCodeModelDefault);
+        if (tm) {
+            LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
+            LLVMSetModuleDataLayout(M, dl);
+            LLVMDisposeTargetData(dl);
+            LLVMPassBuilderOptionsRef pbo = LLVMCreatePassBuilderOptions();
+            LLVMErrorRef e = LLVMRunPasses(M, pipeline, tm, pbo);
+            if (e) LLVMConsumeError(e);
+            LLVMDisposePassBuilderOptions(pbo);
+            LLVMMemoryBufferRef obj = NULL;
+            char *emsg = NULL;
+            if (!LLVMTargetMachineEmitToMemoryBuffer(tm, M, LLVMObjectFile, &emsg, &obj)) LLVMDisposeMemoryBuffer(obj);
+            LLVMDisposeMessage(emsg);
+            LLVMDisposeTargetMachine(tm);
+        }
+    }
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(M);
+    LLVMContextDispose(C);
+}
+
 static void *seg_worker(void *arg) {
     nfc_jit *j = arg;
     static const LLVMCodeGenOptLevel lv[4] = { LLVMCodeGenLevelNone, LLVMCodeGenLevelLess, LLVMCodeGenLevelDefault, LLVMCodeGenLevelAggressive };
@@ -205,6 +245,7 @@ static void *seg_worker(void *arg) {
         if (j->next_job == j->njobs) break;   /* stop, and nothing left */
         int k = j->next_job++;
         segjob jb = j->jobs[k];   /* the array may move while we compile */
+        pthread_cond_signal(&j->cv_space);
         pthread_mutex_unlock(&j->mu);
         compile_job(j, tm, &jb);
         pthread_mutex_lock(&j->mu);
@@ -225,6 +266,12 @@ int jit_compile_async(void *ctx, const cg_target *t, void *context, void *module
         j->cpu = dupstr(t->cpu);
         j->features = dupstr(t->features);
         j->pipeline = dupstr(t->pipeline);
+        static pthread_mutex_t warm_mu = PTHREAD_MUTEX_INITIALIZER;
+        static int warmed;
+        pthread_mutex_lock(&warm_mu);
+        if (!warmed) warm_up(j->triple, j->cpu, j->features, j->pipeline, j->level);
+        warmed = 1;
+        pthread_mutex_unlock(&warm_mu);
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         int n = ncpu < 1 ? 1 : ncpu > 8 ? 8 : (int)ncpu;
         j->th = calloc((size_t)n, sizeof *j->th);
@@ -254,6 +301,9 @@ int jit_compile_async(void *ctx, const cg_target *t, void *context, void *module
         j->jobs = nj;
         j->cap_jobs = nc;
     }
+    /* at most one module waiting per thread: building IR is faster than compiling it, and
+     * without a bound every segment's IR would wait in memory at once */
+    while (j->njobs - j->next_job >= j->nth) pthread_cond_wait(&j->cv_space, &j->mu);
     segjob *jb = &j->jobs[j->njobs++];
     memset(jb, 0, sizeof *jb);
     jb->C = (LLVMContextRef)context;
@@ -326,5 +376,6 @@ void jit_free(nfc_jit *j) {
     }
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv_job);
+    pthread_cond_destroy(&j->cv_space);
     free(j);
 }
