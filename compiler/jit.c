@@ -314,7 +314,7 @@ int jit_compile_async(void *ctx, const cg_target *t, void *context, void *module
     return 0;
 }
 
-int jit_segments_finish(nfc_jit *j, char *err, size_t errlen) {
+int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
     pthread_mutex_lock(&j->mu);
     j->stop = 1;
     pthread_cond_broadcast(&j->cv_job);
@@ -324,22 +324,26 @@ int jit_segments_finish(nfc_jit *j, char *err, size_t errlen) {
     j->th = NULL;
     j->nth = 0;
     int rc = 0;
+    for (int k = 0; k < j->njobs && rc == 0; k++)
+        if (j->jobs[k].err) {
+            snprintf(err, errlen, "%s", j->jobs[k].err);
+            rc = -1;
+        }
+    /* all the batch's objects or none of them */
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->j);
     for (int k = 0; k < j->njobs; k++) {
         segjob *jb = &j->jobs[k];
         if (jb->M) { LLVMDisposeModule(jb->M); jb->M = NULL; }   /* not reached: the workers take every job */
         if (jb->C) { LLVMContextDispose(jb->C); jb->C = NULL; }
-        if (rc == 0 && jb->err) {
-            snprintf(err, errlen, "%s", jb->err);
-            rc = -1;
-        }
-        if (rc == 0 && jb->obj) {
+        if (rc == 0 && keep && jb->obj) {
             LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->j, jd, jb->obj);   /* takes the buffer */
             jb->obj = NULL;
             if (e) { jit_error_msg(e, "jit: adding a segment", err, errlen); rc = -1; }
         }
         if (jb->obj) LLVMDisposeMemoryBuffer(jb->obj);
+        jb->obj = NULL;
         free(jb->err);
+        jb->err = NULL;
     }
     j->njobs = j->next_job = j->ndone = 0;
     j->stop = 0;
@@ -364,7 +368,7 @@ void jit_free(nfc_jit *j) {
     if (!j) return;
     if (j->th || j->njobs) {
         char e[16];
-        jit_segments_finish(j, e, sizeof e);
+        jit_segments_finish(j, 0, e, sizeof e);
     }
     free(j->jobs);
     free(j->triple); free(j->cpu); free(j->features); free(j->pipeline);

@@ -30,11 +30,13 @@ int   jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen);
  * compiler threads (one per online CPU, at most 8, started by a batch's first segment),
  * which verify, optimize and compile each to an object file with a target machine of their
  * own and free its IR and context, while the code generator builds the next segments.
- * jit_segments_finish waits for them, stops the threads and adds the objects, in order, to
- * the JIT; it must be called after the cg_build that used the sink, before its module is
- * added (and also after a failed cg_build). Both return 0, or -1 with a message. */
+ * jit_segments_finish waits for them, stops the threads and, with keep != 0 and when every
+ * segment compiled, adds all the objects, in order, to the JIT (else none: keep = 0 after a
+ * failed cg_build, so that nothing of it stays defined); it must be called after the
+ * cg_build that used the sink, before its module is added. Both return 0, or -1 with a
+ * message. */
 int   jit_compile_async(void *ctx, const cg_target *t, void *context, void *module, const char *fn, char *err, size_t errlen);
-int   jit_segments_finish(nfc_jit *j, char *err, size_t errlen);
+int   jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen);
 /* Address of a function by its unmangled name (compiles it on first lookup), or NULL with a
  * message. */
 void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen);

@@ -159,7 +159,7 @@ static int jit_prog(nfc_model *m, int k) {
     co.segment_ctx = m->jit;
     int rc = cg_build(progs, 1, m->g, "nfc", &co, &cm, err, sizeof err);
     char err2[1024];
-    if (jit_segments_finish(m->jit, err2, sizeof err2) && rc == 0) {
+    if (jit_segments_finish(m->jit, rc == 0, err2, sizeof err2) && rc == 0) {
         cg_free(cm);
         return fail(m, "code generation: %s", err2);
     }
@@ -771,12 +771,14 @@ static int build_grad(nfc_model *m) {
         co.cpu = m->opt.cpu;
         const tprog *progs[1] = { gp };
         cg_module *cm = NULL;
+        jit_free(m->gjit);   /* left by a failed earlier attempt, if any */
+        m->gjit = NULL;
         if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
         co.segment_sink = jit_compile_async;   /* segments compiled on the JIT's threads as they are built */
         co.segment_ctx = m->gjit;
         int brc = cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err);
         char err2[1024];
-        if (jit_segments_finish(m->gjit, err2, sizeof err2) && brc == 0) {
+        if (jit_segments_finish(m->gjit, brc == 0, err2, sizeof err2) && brc == 0) {
             cg_free(cm);
             return fail(m, "code generation (gradient): %s", err2);
         }

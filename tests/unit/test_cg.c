@@ -1669,7 +1669,7 @@ TEST(segments_equal_one_function) {
             snprintf(prefix, sizeof prefix, "sg%d", uniq++);
             int rc = cg_build(progs, NPROG, g, prefix, &o, &m, err, sizeof err);
             CHECK(rc == 0, "%s: %s", files[fi], err);
-            if (variant == 2) CHECK(jit_segments_finish(J, err, sizeof err) == 0, "%s: %s", files[fi], err);
+            if (variant == 2) CHECK(jit_segments_finish(J, rc == 0, err, sizeof err) == 0, "%s: %s", files[fi], err);
             if (rc) break;
             /* the split happened (or not) */
             snprintf(ir, sizeof ir, "/tmp/nfc_test_seg_%d.ll", (int)getpid());
