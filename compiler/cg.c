@@ -756,36 +756,14 @@ static LLVMValueRef mm_w(cgx *x, int i, LLVMValueRef ii, LLVMValueRef o) {
     const tnode *nd = ND(x, i);
     return splat(x, nd->op == T_MATMUL_NT ? uelem(x, nd->in[1], o, ii) : uelem(x, nd->in[1], ii, o));
 }
-static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root) {
-    const tnode *nd = ND(x, i);
-    int X = nd->in[0];
-    LLVMValueRef acc[8], x0 = bload(x, X, ci64(x, 0));
-    cgloop Li;
-    /* the first term starts the sum (0 + a*b would cost an add: -0 + 0 is +0) */
-    for (int k = 0; k < bs; k++) acc[k] = fmul(x, x0, mm_w(x, i, ci64(x, 0), LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "")));
-    RFOR(x, Li, ci64(x, 1), ci64(x, ND(x, X)->w), ii, acc, bs) {
-        LLVMValueRef xi = bload(x, X, ii);
-        for (int k = 0; k < bs; k++)
-            acc[k] = fadd(x, acc[k], fmul(x, xi, mm_w(x, i, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""))));
-    }
-    for (int k = 0; k < bs; k++) {
-        LLVMValueRef o = LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "");
-        if (root < 0) {
-            bstore(x, i, o, acc[k]);
-            continue;
-        }
-        x->fmm = i;
-        x->facc = acc[k];
-        bstore(x, root, o, fnode(x, root, o));
-        x->fmm = -1;
-    }
-}
-
-/* mm_block over R runs of consecutive rows [se[2r], se[2r+1]) (the first non-empty) */
-static void mm_block_runs(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLVMValueRef *se, int R) {
+/* One block: the sum runs over R runs of consecutive input rows [se[2r], se[2r+1]) (the
+ * first non-empty; a dense product is the single run [0, in), whose constant bounds let a
+ * short sum be straight-line code). */
+static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLVMValueRef *se, int R) {
     const tnode *nd = ND(x, i);
     int X = nd->in[0];
     LLVMValueRef acc[8], x0 = bload(x, X, se[0]);
+    /* the first term starts the sum (0 + a*b would cost an add: -0 + 0 is +0) */
     for (int k = 0; k < bs; k++) acc[k] = fmul(x, x0, mm_w(x, i, se[0], LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "")));
     for (int r = 0; r < R; r++) {
         cgloop Li;
@@ -809,6 +787,7 @@ static void mm_block_runs(cgx *x, int i, LLVMValueRef o0, int bs, int root, cons
     }
 }
 
+/* a private constant i32 array in the current module */
 static LLVMValueRef const_i32_table(cgx *x, const int32_t *v, int64_t n, const char *name) {
     LLVMValueRef *c = malloc(sizeof(LLVMValueRef) * (size_t)(n > 0 ? n : 1));
     if (!c) { cg_fail(x, "out of memory"); return NULL; }
@@ -823,104 +802,89 @@ static LLVMValueRef const_i32_table(cgx *x, const int32_t *v, int64_t n, const c
     return g;
 }
 
+enum { MM_MAX_RUNS = 8 };
+
 /* Masked products (MADE): when the weight is MUL(W, M) with M a constant tensor of the
  * weight's shape, an input row whose mask entries are all 0 over a block of B outputs adds
  * exactly 0 to each of them (x * (w * 0), for finite x and w), so the block's sum skips it.
- * Returns the rows each block needs, in increasing order (the sum's order is the dense one
- * without the zero terms, so finite inputs give the dense result, up to the sign of a zero),
- * block b's in rows[start[b] .. start[b+1]); their number, or -1 when the weight is not
- * masked, some block needs no row, or skipping would save less than a sixth. *rows_out and
- * *start_out (nb + 1 offsets) are malloc'ed. emit_matmul turns them into runs of
- * consecutive rows (MADE's cyclic degrees give 1-3 per block), each summed by a plain loop. */
-static int64_t mm_mask_rows(cgx *x, int i, int B, int64_t nb, int32_t **rows_out, int32_t **start_out) {
+ * The rows a block needs form runs of consecutive rows (MADE's cyclic degrees give 1-3 per
+ * block), summed in increasing order: the dense order without the zero terms, so finite
+ * inputs give the dense result, up to the sign of a zero. Returns a malloc'ed table of nb
+ * blocks x *R [start, end) pairs (empty pairs pad a block's list), or NULL when the weight is
+ * not masked, a block needs no row or more than MM_MAX_RUNS runs, or skipping would save
+ * less than a sixth of the rows. */
+static int32_t *mm_mask_runs(cgx *x, int i, int B, int64_t nb, int *R) {
     const tnode *nd = ND(x, i), *wn = ND(x, nd->in[1]);
-    *rows_out = *start_out = NULL;
-    if (wn->op != T_MUL || wn->rows <= 1) return -1;
+    *R = 0;
+    if (wn->op != T_MUL || wn->rows <= 1) return NULL;
     int c = -1;
     for (int k = 0; k < 2; k++) {
         const tnode *m = ND(x, wn->in[k]);
         if (m->op == T_CONSTTENSOR && m->rows == wn->rows && m->w == wn->w) c = wn->in[k];
     }
-    if (c < 0) return -1;
+    if (c < 0) return NULL;
     const double *M = x->p->consts + ND(x, c)->aux;
     const int W = wn->w, nt = nd->op == T_MATMUL_NT;
     const int64_t in = ND(x, nd->in[0])->w;
-    int32_t *rows = malloc(sizeof(int32_t) * (size_t)(nb * in + 1)), *start = malloc(sizeof(int32_t) * (size_t)(nb + 1));
-    if (!rows || !start) { free(rows); free(start); return -1; }
-    int64_t n = 0;
+    int32_t *rng = calloc((size_t)(nb * MM_MAX_RUNS * 2), sizeof(int32_t));
+    if (!rng) return NULL;
+    int64_t kept = 0;
     for (int64_t b = 0; b < nb; b++) {
-        start[b] = (int32_t)n;
-        for (int64_t r = 0; r < in; r++) {
+        int r = -1, prev = 0;
+        for (int64_t row = 0; row < in; row++) {
             int any = 0;
             for (int k = 0; k < B && !any; k++) {
                 int64_t o = b * B + k;
-                any = (nt ? M[o * W + r] : M[r * W + o]) != 0;
+                any = (nt ? M[o * W + row] : M[row * W + o]) != 0;
             }
-            if (any) rows[n++] = (int32_t)r;
+            if (any) {
+                if (!prev && ++r >= MM_MAX_RUNS) { free(rng); return NULL; }
+                if (!prev) rng[(b * MM_MAX_RUNS + r) * 2] = (int32_t)row;
+                rng[(b * MM_MAX_RUNS + r) * 2 + 1] = (int32_t)row + 1;
+                kept++;
+            }
+            prev = any;
         }
-        if (n == start[b]) { free(rows); free(start); return -1; }
+        if (r < 0) { free(rng); return NULL; }
+        if (r + 1 > *R) *R = r + 1;
     }
-    start[nb] = (int32_t)n;
-    if (6 * n > 5 * nb * in) { free(rows); free(start); return -1; }
-    *rows_out = rows;
-    *start_out = start;
-    return n;
+    if (6 * kept > 5 * nb * in) { free(rng); return NULL; }
+    /* keep *R pairs per block */
+    for (int64_t b = 0; b < nb; b++)
+        memmove(rng + b * *R * 2, rng + b * MM_MAX_RUNS * 2, sizeof(int32_t) * (size_t)(*R * 2));
+    return rng;
 }
 
 static void emit_matmul(cgx *x, int i, int root) {
-    int64_t out = ND(x, i)->w;
+    int64_t out = ND(x, i)->w, in = ND(x, ND(x, i)->in[0])->w;
     enum { B = 8 };
     int64_t nb = out / B;
     cgloop L;
     /* the loops over output blocks stay loops (unrolling them multiplies optimization time,
      * up to minutes for 32 x 32); a short inner sum (in <= x->unroll) is straight-line */
     int64_t save = x->unroll;
-    int32_t *rows = NULL, *start = NULL;
-    int64_t nrows = nb > 0 ? mm_mask_rows(x, i, B, nb, &rows, &start) : -1;
-    LLVMValueRef trng = NULL;
     int R = 0;
-    if (nrows > 0) {
-        /* each block's rows as runs of consecutive rows: R (the most runs of any block)
-         * [start, end) pairs per block, empty pairs as padding; the first run is never empty */
-        for (int64_t b = 0; b < nb; b++) {
-            int runs = 0;
-            for (int32_t t = start[b]; t < start[b + 1]; t++) if (t == start[b] || rows[t] != rows[t - 1] + 1) runs++;
-            if (runs > R) R = runs;
-        }
-    }
-    if (nrows > 0 && R <= 8) {
-        int32_t *rng = calloc((size_t)(nb * R * 2), sizeof(int32_t));
-        if (!rng) { cg_fail(x, "out of memory"); free(rows); free(start); return; }
-        for (int64_t b = 0; b < nb; b++) {
-            int r = -1;
-            for (int32_t t = start[b]; t < start[b + 1]; t++) {
-                if (t == start[b] || rows[t] != rows[t - 1] + 1) { r++; rng[(b * R + r) * 2] = rows[t]; }
-                rng[(b * R + r) * 2 + 1] = rows[t] + 1;
-            }
-        }
-        trng = const_i32_table(x, rng, nb * R * 2, "mm_runs");
-        free(rng);
-    }
-    free(rows);
-    free(start);
+    int32_t *rng = nb > 0 ? mm_mask_runs(x, i, B, nb, &R) : NULL;
+    LLVMValueRef trng = rng ? const_i32_table(x, rng, nb * R * 2, "mm_runs") : NULL;
+    free(rng);
+    LLVMValueRef dense[2] = { ci64(x, 0), ci64(x, in) };
     x->unroll = 0;
     FOR(x, L, nb, ob) {
         x->unroll = save;
         LLVMValueRef o0 = LLVMBuildNSWMul(x->b, ob, ci64(x, B), "");
-        if (trng) {
-            LLVMValueRef at = LLVMBuildNSWMul(x->b, ob, ci64(x, 2 * R), "");
-            LLVMValueRef se[16];
-            for (int r = 0; r < 2 * R && r < 16; r++)
+        if (trng) {   /* this block's runs, from the table */
+            LLVMValueRef at = LLVMBuildNSWMul(x->b, ob, ci64(x, 2 * R), ""), se[2 * MM_MAX_RUNS];
+            for (int r = 0; r < 2 * R; r++)
                 se[r] = LLVMBuildSExt(x->b, load(x, x->i32, gep(x, x->i32, trng, LLVMBuildNSWAdd(x->b, at, ci64(x, r), "")), 4), x->i64, "");
-            mm_block_runs(x, i, o0, B, root, se, R);
+            mm_block(x, i, o0, B, root, se, R);
         } else {
-            mm_block(x, i, o0, B, root);
+            mm_block(x, i, o0, B, root, dense, 1);
         }
         x->unroll = 0;
     }
     FOR(x, L, out - nb * B, r) {
         x->unroll = save;
-        mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1, root);
+        mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1, root, dense, 1);
         x->unroll = 0;
     }
     x->unroll = save;
@@ -941,16 +905,8 @@ static void emit_gather(cgx *x, int i) {
         }
         return;
     }
-    LLVMValueRef *c = malloc(sizeof(LLVMValueRef) * (size_t)nd->w);
-    if (!c) { cg_fail(x, "out of memory"); return; }
-    for (int j = 0; j < nd->w; j++) c[j] = ci32(x, idx[j]);
-    LLVMTypeRef aty = LLVMArrayType2(x->i32, (uint64_t)nd->w);
-    LLVMValueRef g = LLVMAddGlobal(x->M, aty, "gather_idx");
-    LLVMSetInitializer(g, LLVMConstArray2(x->i32, c, (uint64_t)nd->w));
-    free(c);
-    LLVMSetGlobalConstant(g, 1);
-    LLVMSetLinkage(g, LLVMPrivateLinkage);
-    LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
+    LLVMValueRef g = const_i32_table(x, idx, nd->w, "gather_idx");
+    if (!g) return;
     cgloop L;
     FOR(x, L, nd->w, j) {
         LLVMValueRef s = LLVMBuildSExt(x->b, load(x, x->i32, gep(x, x->i32, g, j), 4), x->i64, "");
@@ -2172,7 +2128,6 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     x.tgt.triple = m->triple;
     x.tgt.cpu = m->cpu;
     x.tgt.features = m->features;
-    x.tgt.opt_level = o->opt_level;
     x.tgt.pipeline = opt_pipeline(o->opt_level);
     x.isa = isa_of(m->triple, m->cpu, m->features);
     x.esz = o->dtype == DT_F64 ? 8 : 4;

@@ -22,9 +22,8 @@
 /* what a segment_sink needs to compile a segment's module (strings owned by the cg_module) */
 typedef struct cg_target {
     const char *triple, *cpu, *features;
-    int         opt_level;     /* 0..3: cg_options.opt_level (the JIT compiles segments at
-                                  its own code-generator level, as it does whole modules) */
-    const char *pipeline;      /* the optimizer's pipeline for LLVMRunPasses */
+    const char *pipeline;      /* the optimizer's pipeline for LLVMRunPasses (the JIT compiles
+                                  at its own code-generator level, as it does whole modules) */
 } cg_target;
 
 typedef struct {
@@ -50,7 +49,7 @@ typedef struct {
      * handed to segment_sink(segment_ctx, target, context, module, the segment's function
      * name) as soon as it is complete (not yet verified or optimized). The sink owns both
      * from then on; it must compile the module for the target (cg_target: triple, CPU,
-     * features, optimization level, the pipeline to run) and make the function available
+     * features, the pipeline to run) and make the function available
      * under that name before the program's own module is linked (model.c: the JIT's
      * jit_compile_async, then jit_segments_finish). So LLVM holds the IR of a few segments
      * at a time, and they can be compiled in parallel. The program's module only declares

@@ -442,9 +442,20 @@ static int emit_forward(dctx *d) {
 }
 
 /* given d->val[output] (and context), recover the input */
-static int emit_inverse(dctx *d) {
+/* The inverse's walk: given d->val[output] (and context), visit the spine ops in an order
+ * where an op is taken once its output is known (a tuple: all its parts) and the values its
+ * parameters need are known; with `pending` (recomputation), also once no op reading its
+ * output is left (pending[v] == 0 for each output v). act(ctx, i) inverts op i (it must set
+ * the values of its spine operands). Returns 0, or -1 with a message (`what`: the pass). */
+static int walk_inverse(dctx *d, const int *pending, int (*act)(void *ctx, ir_ref i), void *ctx, const char *what) {
     const ir_graph *g = d->g;
     char *done = calloc((size_t)g->nn, 1), *seen = calloc((size_t)g->nn, 1);
+    if (!done || !seen) {
+        free(done);
+        free(seen);
+        snprintf(d->err, d->errlen, "out of memory");
+        return -1;
+    }
     int rc = 0;
     for (int progress = 1; progress;) {
         progress = 0;
@@ -457,19 +468,19 @@ static int emit_inverse(dctx *d) {
             if (f & OPF_TUPLE) {
                 int all = 1;
                 for (int j = i + 1; j < g->nn; j++)
-                    if (GN(d, j)->op == IR_GET && GN(d, j)->in[0] == i && d->val[j] < 0) all = 0;
+                    if (GN(d, j)->op == IR_GET && GN(d, j)->in[0] == i && (d->val[j] < 0 || (pending && pending[j] > 0))) all = 0;
                 if (!all) continue;
             } else {
-                if (d->val[i] < 0) continue;
+                if (d->val[i] < 0 || (pending && pending[i] > 0)) continue;
                 if ((f & OPF_BIJ) && !params_known(d, i, seen)) continue;
             }
-            if (inv_op(d, i)) { rc = -1; goto out; }
+            if (act(ctx, i)) { rc = -1; goto out; }
             done[i] = 1;
             progress = 1;
         }
     }
     if (d->val[g->input] < 0) {
-        snprintf(d->err, d->errlen, "derive: the inverse does not reach the input");
+        snprintf(d->err, d->errlen, "derive: %s does not reach the input", what);
         rc = -1;
     }
 out:
@@ -477,6 +488,10 @@ out:
     free(seen);
     return rc;
 }
+
+static int inv_act(void *ctx, ir_ref i) { return inv_op(ctx, i); }
+
+static int emit_inverse(dctx *d) { return walk_inverse(d, NULL, inv_act, d, "the inverse"); }
 
 /* log density of the base distribution at z, per row [n, 1] */
 static tref base_logp(dctx *d, tref z) {
@@ -693,6 +708,8 @@ static int recompute_op(rcx *x, ir_ref i) {
     return 0;
 }
 
+static int recompute_act(void *ctx, ir_ref i) { return recompute_op(ctx, i); }
+
 int derive_grad_recompute_into(const ir_graph *g, tprog *p, char *err, size_t errlen) {
     rcx x;
     memset(&x, 0, sizeof x);
@@ -719,9 +736,9 @@ int derive_grad_recompute_into(const ir_graph *g, tprog *p, char *err, size_t er
     x.is_cond = arena_alloc(ar, (size_t)nn + 1);
     x.pending = arena_alloc(ar, sizeof(int) * (size_t)(nn + 1));
     x.rd0 = arena_alloc(ar, sizeof(int) * (size_t)(nn + 2));
-    char *mark = arena_alloc(ar, (size_t)nn + 1), *done = arena_alloc(ar, (size_t)nn + 1), *seen = arena_alloc(ar, (size_t)nn + 1);
+    char *mark = arena_alloc(ar, (size_t)nn + 1);
     int nrd = 0, caprd = 0;
-    for (int k = 0; k < nn; k++) { x.gadj[k] = -1; x.is_cond[k] = (char)cond_side(&x.A, k); x.pending[k] = 0; done[k] = 0; }
+    for (int k = 0; k < nn; k++) { x.gadj[k] = -1; x.is_cond[k] = (char)cond_side(&x.A, k); x.pending[k] = 0; }
     /* what each spine op reads, and how many ops read each value */
     for (int i = 0; i < nn; i++) {
         x.rd0[i] = nrd;
@@ -740,32 +757,7 @@ int derive_grad_recompute_into(const ir_graph *g, tprog *p, char *err, size_t er
     B->val[g->output] = z;
     if (g->context != IR_NONE) B->val[g->context] = x.A.val[g->context];
     B->like = z;
-    for (int progress = 1; progress;) {
-        progress = 0;
-        for (int i = nn - 1; i >= 0; i--) {
-            const ir_node *n = GN(B, i);
-            int f = ir_ops[n->op].flags;
-            if (done[i] || !(f & (OPF_BIJ | OPF_MERGE | OPF_TUPLE | OPF_PROJ))) continue;
-            if (f & OPF_PROJ) { if (B->val[i] >= 0) done[i] = 1; continue; }
-            if (x.is_cond[i]) { done[i] = 1; continue; }
-            if (f & OPF_TUPLE) {
-                int ready = 1;
-                for (int j = i + 1; j < nn; j++)
-                    if (GN(B, j)->op == IR_GET && GN(B, j)->in[0] == i && (B->val[j] < 0 || x.pending[j] > 0)) ready = 0;
-                if (!ready) continue;
-            } else {
-                if (B->val[i] < 0 || x.pending[i] > 0) continue;
-                if ((f & OPF_BIJ) && !params_known(B, i, seen)) continue;
-            }
-            if (recompute_op(&x, i)) goto out;
-            done[i] = 1;
-            progress = 1;
-        }
-    }
-    if (B->val[g->input] < 0) {
-        snprintf(err, errlen, "derive: the backward pass with recomputation does not reach the input");
-        goto out;
-    }
+    if (walk_inverse(B, x.pending, recompute_act, &x, "the backward pass with recomputation")) goto out;
     rc = grad_end(x.gc, g);
     x.gc = NULL;
 out:

@@ -39,7 +39,7 @@ struct nfc_jit {
     pthread_mutex_t            mu;
     pthread_cond_t             cv_job, cv_space;
     segjob                    *jobs;
-    int                        njobs, cap_jobs, next_job, ndone, stop;
+    int                        njobs, cap_jobs, next_job, stop;
     pthread_t                 *th;
     int                        nth;
     char                      *triple, *cpu, *features, *pipeline;   /* of the current batch */
@@ -250,7 +250,6 @@ static void *seg_worker(void *arg) {
         compile_job(j, tm, &jb);
         pthread_mutex_lock(&j->mu);
         j->jobs[k] = jb;
-        j->ndone++;
     }
     pthread_mutex_unlock(&j->mu);
     if (tm) LLVMDisposeTargetMachine(tm);
@@ -345,7 +344,7 @@ int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
         free(jb->err);
         jb->err = NULL;
     }
-    j->njobs = j->next_job = j->ndone = 0;
+    j->njobs = j->next_job = 0;
     j->stop = 0;
     return rc;
 }

@@ -142,34 +142,49 @@ static uint64_t model_hash(const ir_graph *g) {
 /* The JIT compiles each program on its first use (a command that only evaluates log p pays
  * for one program, not four); log_prob is compiled with the model, so that code-generation
  * errors (e.g. an unknown --cpu) surface from nfc_compile_*. */
+/* the code generator's options from the model's */
+static void model_cg_options(const nfc_model *m, cg_options *co) {
+    cg_default_options(co);
+    co->dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
+    co->vector_width = m->opt.vector_width;
+    co->opt_level = m->opt.opt_level;
+    co->no_fuse = m->opt.no_fuse;
+    co->cpu = m->opt.cpu;
+}
+
+/* Program p compiled by JIT j (segments on the JIT's threads as they are built), named
+ * <prefix>_<p->name>; its workspace size in *ws. NULL after fail() (what: for messages). */
+static kernel_fn jit_program(nfc_model *m, nfc_jit *j, const tprog *p, const char *prefix, const char *what, int64_t *ws) {
+    cg_options co;
+    model_cg_options(m, &co);
+    co.segment_sink = jit_compile_async;
+    co.segment_ctx = j;
+    const tprog *progs[1] = { p };
+    cg_module *cm = NULL;
+    char err[1024], err2[1024];
+    int rc = cg_build(progs, 1, m->g, prefix, &co, &cm, err, sizeof err);
+    if (jit_segments_finish(j, rc == 0, err2, sizeof err2) && rc == 0) {
+        cg_free(cm);
+        fail(m, "code generation%s: %s", what, err2);
+        return NULL;
+    }
+    if (rc) { fail(m, "code generation%s: %s", what, err); return NULL; }
+    *ws = cg_workspace_bytes(cm, 0);
+    if (jit_add(j, cm, err, sizeof err)) { fail(m, "JIT: %s", err); return NULL; }
+    char name[128];
+    snprintf(name, sizeof name, "%s_%s", prefix, p->name);
+    kernel_fn f = (kernel_fn)jit_lookup(j, name, err, sizeof err);
+    if (!f) fail(m, "JIT: %s", err);
+    return f;
+}
+
 static int jit_prog(nfc_model *m, int k) {
     if (m->fn[k]) return 0;
-    cg_options co;
-    cg_default_options(&co);
-    co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
-    co.vector_width = m->opt.vector_width;
-    co.opt_level = m->opt.opt_level;
-    co.no_fuse = m->opt.no_fuse;
-    co.cpu = m->opt.cpu;
-    const tprog *progs[1] = { m->dv.p[k] };
-    cg_module *cm = NULL;
     char err[1024];
     if (!m->jit && jit_create_opt(&m->jit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
-    co.segment_sink = jit_compile_async;   /* segments compiled on the JIT's threads as they are built */
-    co.segment_ctx = m->jit;
-    int rc = cg_build(progs, 1, m->g, "nfc", &co, &cm, err, sizeof err);
-    char err2[1024];
-    if (jit_segments_finish(m->jit, rc == 0, err2, sizeof err2) && rc == 0) {
-        cg_free(cm);
-        return fail(m, "code generation: %s", err2);
-    }
-    if (rc) return fail(m, "code generation: %s", err);
-    int64_t b = cg_workspace_bytes(cm, 0);
-    if (jit_add(m->jit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
-    char name[64];
-    snprintf(name, sizeof name, "nfc_%s", prog_names[k]);
-    kernel_fn f = (kernel_fn)jit_lookup(m->jit, name, err, sizeof err);
-    if (!f) return fail(m, "JIT: %s", err);
+    int64_t b = 0;
+    kernel_fn f = jit_program(m, m->jit, m->dv.p[k], "nfc", "", &b);
+    if (!f) return -1;
     if (!m->ws || b > m->ws_bytes) {
         size_t bytes = (size_t)((b + 63) / 64 * 64);
         void *ws = aligned_alloc(64, bytes ? bytes : 64);
@@ -652,11 +667,7 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
     if (!is_ident(prefix) || strlen(prefix) > 100)
         return fail(m, "the symbol prefix '%s' is not a C identifier (at most 100 characters)", prefix);
     cg_options co;
-    cg_default_options(&co);
-    co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
-    co.vector_width = m->opt.vector_width;
-    co.opt_level = m->opt.opt_level;
-    co.no_fuse = m->opt.no_fuse;
+    model_cg_options(m, &co);
     co.triple = opt->triple;
     co.cpu = opt->cpu ? opt->cpu : opt->triple ? NULL : m->opt.cpu;
     co.use_sleef = !opt->no_sleef;
@@ -762,31 +773,11 @@ static int build_grad(nfc_model *m) {
                                                        : grad_build(m->g, &m->ar, &gp, err, sizeof err);
     if (rc) return fail(m, "%s", err);
     if (m->opt.backend == NFC_BACKEND_JIT) {
-        cg_options co;
-        cg_default_options(&co);
-        co.dtype = m->opt.dtype == NFC_F64 ? DT_F64 : DT_F32;
-        co.vector_width = m->opt.vector_width;
-        co.opt_level = m->opt.opt_level;
-        co.no_fuse = m->opt.no_fuse;
-        co.cpu = m->opt.cpu;
-        const tprog *progs[1] = { gp };
-        cg_module *cm = NULL;
         jit_free(m->gjit);   /* left by a failed earlier attempt, if any */
         m->gjit = NULL;
         if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
-        co.segment_sink = jit_compile_async;   /* segments compiled on the JIT's threads as they are built */
-        co.segment_ctx = m->gjit;
-        int brc = cg_build(progs, 1, m->g, "nfcgrad", &co, &cm, err, sizeof err);
-        char err2[1024];
-        if (jit_segments_finish(m->gjit, brc == 0, err2, sizeof err2) && brc == 0) {
-            cg_free(cm);
-            return fail(m, "code generation (gradient): %s", err2);
-        }
-        if (brc) return fail(m, "code generation (gradient): %s", err);
-        m->gws_bytes = cg_workspace_bytes(cm, 0);
-        if (jit_add(m->gjit, cm, err, sizeof err)) return fail(m, "JIT: %s", err);
-        m->gfn = (kernel_fn)jit_lookup(m->gjit, "nfcgrad_loss_grad", err, sizeof err);
-        if (!m->gfn) return fail(m, "JIT: %s", err);
+        m->gfn = jit_program(m, m->gjit, gp, "nfcgrad", " (gradient)", &m->gws_bytes);
+        if (!m->gfn) return -1;
     }
     m->gp = gp;
     return 0;

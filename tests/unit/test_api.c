@@ -382,7 +382,7 @@ TEST(recompute_option) {
 }
 
 /* MADE products skip the input rows a block of outputs has no mask entry for (cg.c,
- * mm_mask_rows): at D = 32 they are taken (the IR has their run tables), and every pass,
+ * mm_mask_runs): at D = 32 they are taken (the IR has their run tables), and every pass,
  * sampling's loops and the gradient's transposed products included, equals the interpreter's
  * dense products */
 TEST(masked_products) {

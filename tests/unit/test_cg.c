@@ -1725,43 +1725,58 @@ TEST(segments_equal_one_function) {
     }
 }
 
-/* Slots of batched values are reused once dead: the log_prob workspace of a RealNVP hardly
- * grows with its depth (it grew by one slot per node before), and the programs still
- * compute what the interpreter does (jit_equals_interpreter, fusion_examples). */
-TEST(workspace_flat_in_depth) {
-    int64_t ws[3] = { 0, 0, 0 };
-    static const int depth[3] = { 2, 8, 32 };
-    for (int t = 0; t < 3; t++) {
-        char src[1024];
-        snprintf(src, sizeof src,
-                 "flow deep {\n  input x: f32[8]\n  base normal\n  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n"
-                 "    reverse\n  }\n}\n", depth[t]);
-        arena ar;
-        arena_init(&ar);
-        diag_ctx dc;
-        diag_init(&dc, &ar);
-        sema_result res;
-        memset(&res, 0, sizeof res);
-        derived dv;
-        char err[1024] = "";
-        if (front_compile_text(&dc, "deep.flow", src, strlen(src), &res, NULL) || res.nflows < 1 || derive_all(res.flows[0], &ar, &dv, err, sizeof err)) {
-            CHECK(0, "deep flow %d: %s", depth[t], err);
-            arena_free(&ar);
-            return;
-        }
-        {
-            cg_options o;
-            cg_default_options(&o);
-            o.opt_level = 0;
-            const tprog *lp = dv.p[PROG_LOG_PROB];
-            cg_module *m = NULL;
-            int rc = cg_build(&lp, 1, res.flows[0], "deep", &o, &m, err, sizeof err);
-            CHECK(rc == 0, "%s", err);
-            ws[t] = rc ? -1 : cg_workspace_bytes(m, 0);
-            cg_free(m);
-        }
-        arena_free(&ar);
+/* A RealNVP-like flow of `depth` layers (D = 8, mlp(64, 64) couplings with a reverse, and
+ * an actnorm per layer when `actnorm`), one of its programs compiled (0: log_prob, 1: the
+ * training program keeping the forward values, 2: the training program recomputing them);
+ * its workspace in *total and the tile part in *tile. 0, or -1 after a failed CHECK. */
+static int deep_workspace(int depth, int actnorm, int which, int64_t *tile, int64_t *total) {
+    char src[1024];
+    snprintf(src, sizeof src,
+             "flow deep {\n  input x: f32[8]\n  base normal\n  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n"
+             "    reverse\n%s  }\n}\n", depth, actnorm ? "    actnorm\n" : "");
+    arena ar;
+    arena_init(&ar);
+    diag_ctx dc;
+    diag_init(&dc, &ar);
+    sema_result res;
+    memset(&res, 0, sizeof res);
+    derived dv;
+    tprog *gp = NULL;
+    char err[1024] = "";
+    int bad = front_compile_text(&dc, "deep.flow", src, strlen(src), &res, NULL) || res.nflows < 1;
+    if (!bad) {
+        bad = which == 0   ? derive_all(res.flows[0], &ar, &dv, err, sizeof err)
+              : which == 1 ? grad_build(res.flows[0], &ar, &gp, err, sizeof err)
+                           : grad_build_recompute(res.flows[0], &ar, &gp, err, sizeof err);
     }
+    CHECK(!bad, "deep flow %d: %s", depth, err);
+    int rc = -1;
+    if (!bad) {
+        cg_options o;
+        cg_default_options(&o);
+        o.opt_level = 0;
+        const tprog *p = which == 0 ? dv.p[PROG_LOG_PROB] : gp;
+        cg_module *m = NULL;
+        rc = cg_build(&p, 1, res.flows[0], "deep", &o, &m, err, sizeof err);
+        CHECK(rc == 0, "%s", err);
+        if (rc == 0) {
+            *tile = cg_tile_workspace_bytes(m, 0);
+            *total = cg_workspace_bytes(m, 0);
+        }
+        cg_free(m);
+    }
+    arena_free(&ar);
+    return rc;
+}
+
+/* Slots of batched values are reused once dead: the log_prob workspace of a RealNVP does not
+ * grow with its depth from depth 8 on (it grew by one slot per node before), and the
+ * programs still compute what the interpreter does (jit_equals_interpreter, fusion_examples). */
+TEST(workspace_flat_in_depth) {
+    int64_t ws[3] = { 0, 0, 0 }, tile;
+    static const int depth[3] = { 2, 8, 32 };
+    for (int t = 0; t < 3; t++)
+        if (deep_workspace(depth[t], 0, 0, &tile, &ws[t])) return;
     /* the same from depth 8 on (a slot per node would be some 40 slots of 64 x V floats per
      * layer; before fusion's span limit, CG_FUSE_SPAN, the sum of the layers' log-determinant
      * terms was one fused chain that kept a width-1 slot per layer alive to the end) */
@@ -1776,39 +1791,9 @@ TEST(workspace_flat_in_depth) {
 TEST(recompute_workspace_flat_in_depth) {
     static const int depth[3] = { 2, 8, 32 };
     int64_t tile[2][3], total[2][3];
-    for (int t = 0; t < 3; t++) {
-        char src[1024];
-        snprintf(src, sizeof src,
-                 "flow deep {\n  input x: f32[8]\n  base normal\n  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n"
-                 "    reverse\n    actnorm\n  }\n}\n", depth[t]);
-        for (int mode = 0; mode < 2; mode++) {
-            arena ar;
-            arena_init(&ar);
-            diag_ctx dc;
-            diag_init(&dc, &ar);
-            sema_result res;
-            memset(&res, 0, sizeof res);
-            char err[1024] = "";
-            tprog *gp = NULL;
-            tile[mode][t] = total[mode][t] = -1;
-            if (front_compile_text(&dc, "deep.flow", src, strlen(src), &res, NULL) || res.nflows < 1 ||
-                (mode ? grad_build_recompute(res.flows[0], &ar, &gp, err, sizeof err) : grad_build(res.flows[0], &ar, &gp, err, sizeof err))) {
-                CHECK(0, "deep flow %d: %s", depth[t], err);
-                arena_free(&ar);
-                return;
-            }
-            cg_options o;
-            cg_default_options(&o);
-            o.opt_level = 0;
-            const tprog *cp = gp;
-            cg_module *m = NULL;
-            int rc = cg_build(&cp, 1, res.flows[0], "deep", &o, &m, err, sizeof err);
-            CHECK(rc == 0, "%s", err);
-            if (rc == 0) { tile[mode][t] = cg_tile_workspace_bytes(m, 0); total[mode][t] = cg_workspace_bytes(m, 0); }
-            cg_free(m);
-            arena_free(&ar);
-        }
-    }
+    for (int t = 0; t < 3; t++)
+        for (int mode = 0; mode < 2; mode++)
+            if (deep_workspace(depth[t], 1, 1 + mode, &tile[mode][t], &total[mode][t])) return;
     printf("    training workspace, tile part (total), at depth 2/8/32: kept %lld (%lld) / %lld (%lld) / %lld (%lld); "
            "recomputed %lld (%lld) / %lld (%lld) / %lld (%lld) bytes\n",
            (long long)tile[0][0], (long long)total[0][0], (long long)tile[0][1], (long long)total[0][1], (long long)tile[0][2], (long long)total[0][2],

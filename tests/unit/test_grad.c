@@ -160,12 +160,13 @@ static void check_grad(const char *name, const char *path, const char *text, int
     check_grad_mode(DENSITY, name, path, text, unit_domain);
 }
 
+static const char *const examples[][2] = { { "moons", "examples/moons.flow" }, { "maf8", "examples/maf.flow" },
+                                           { "glow16", "examples/glow_dense.flow" }, { "cmoons", "examples/cmoons.flow" },
+                                           { "custom", "examples/custom.flow" } };
+#define NEXAMPLES (sizeof examples / sizeof examples[0])
+
 TEST(examples_gradients) {
-    check_grad("moons", "examples/moons.flow", NULL, 0);
-    check_grad("maf8", "examples/maf.flow", NULL, 0);
-    check_grad("glow16", "examples/glow_dense.flow", NULL, 0);
-    check_grad("cmoons", "examples/cmoons.flow", NULL, 0);
-    check_grad("custom", "examples/custom.flow", NULL, 0);
+    for (size_t k = 0; k < NEXAMPLES; k++) check_grad(examples[k][0], examples[k][1], NULL, 0);
 }
 
 static const struct { const char *name, *text; int unit; } density_cases[] = {
@@ -196,20 +197,14 @@ TEST(primitive_gradients) {
 /* the training program that rebuilds each layer's input by its inverse (--recompute=inverse):
  * central differences, and equal to the program that keeps the forward values */
 TEST(recompute_gradients) {
-    static const char *const ex[][2] = { { "moons", "examples/moons.flow" }, { "maf8", "examples/maf.flow" }, { "glow16", "examples/glow_dense.flow" },
-                                         { "cmoons", "examples/cmoons.flow" }, { "custom", "examples/custom.flow" } };
-    for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) check_grad_mode(RECOMPUTE, ex[k][0], ex[k][1], NULL, 0);
+    for (size_t k = 0; k < NEXAMPLES; k++) check_grad_mode(RECOMPUTE, examples[k][0], examples[k][1], NULL, 0);
     for (size_t k = 0; k < sizeof density_cases / sizeof density_cases[0]; k++)
         check_grad_mode(RECOMPUTE, density_cases[k].name, NULL, density_cases[k].text, density_cases[k].unit);
 }
 
 /* gradients of the inverse pass: LU_INV, the MAF loops (unrolled), every other inverse rule */
 TEST(examples_inverse_gradients) {
-    check_grad_mode(INVERSE, "moons", "examples/moons.flow", NULL, 0);
-    check_grad_mode(INVERSE, "maf8", "examples/maf.flow", NULL, 0);
-    check_grad_mode(INVERSE, "glow16", "examples/glow_dense.flow", NULL, 0);
-    check_grad_mode(INVERSE, "cmoons", "examples/cmoons.flow", NULL, 0);
-    check_grad_mode(INVERSE, "custom", "examples/custom.flow", NULL, 0);
+    for (size_t k = 0; k < NEXAMPLES; k++) check_grad_mode(INVERSE, examples[k][0], examples[k][1], NULL, 0);
 }
 
 TEST(primitive_inverse_gradients) {
