@@ -790,8 +790,7 @@ nfc_worker *nfc_worker_new(nfc_model *m) {
     w->m = m;
     size_t c = CHUNK;
     w->lp = malloc(sizeof(double) * c);
-    w->g = malloc(sizeof(double) * (size_t)(m->ptotal + 1));
-    int ok = w->lp && w->g;
+    int ok = w->lp != NULL;
     if (m->gfn) {
         size_t bytes = (size_t)((m->gws_bytes + 63) / 64 * 64);
         w->ws = aligned_alloc(64, bytes ? bytes : 64);
@@ -800,8 +799,7 @@ nfc_worker *nfc_worker_new(nfc_model *m) {
             w->fx = malloc(sizeof(float) * c * (size_t)m->D);
             w->fc = malloc(sizeof(float) * c * (size_t)(m->C + 1));
             w->flp = malloc(sizeof(float) * c);
-            w->fg = malloc(sizeof(float) * (size_t)(m->ptotal + 1));
-            ok = ok && w->fx && w->fc && w->flp && w->fg;
+            ok = ok && w->fx && w->fc && w->flp;
         }
     }
     if (!ok) { nfc_worker_free(w); fail(m, "out of memory"); return NULL; }
@@ -816,45 +814,84 @@ void nfc_worker_free(nfc_worker *w) {
 
 const char *nfc_worker_error(const nfc_worker *w) { return w ? w->err : "no worker"; }
 
+int64_t nfc_worker_rows_max(void) { return CHUNK; }
+
+int nfc_grad_elem_size(const nfc_model *m) { return m->opt.backend == NFC_BACKEND_JIT && m->opt.dtype == NFC_F32 ? 4 : 8; }
+
+/* one call of the gradient program on c <= CHUNK rows: *loss_sum -= log p row by row, the
+ * gradient sum into grad in the program's precision */
+static int grad_chunk(nfc_worker *w, int64_t c, const double *xc, const double *cc, double *loss_sum, void *grad) {
+    nfc_model *m = w->m;
+    double one = 1, s = *loss_sum;
+    if (!m->gfn) {
+        const double *args[2] = { xc, cc };
+        double *outs[2] = { w->lp, grad };
+        if (interp_run(m->gp, c, 0, 0, args, &one, outs, m->params, m->off, w->err, sizeof w->err)) return -1;
+    } else if (m->opt.dtype == NFC_F64) {
+        const void *args[2] = { xc, cc };
+        void *outs[2] = { w->lp, grad };
+        m->gfn(c, 0, 0, args, &one, outs, m->params, w->ws);
+    } else {
+        for (int64_t i = 0; i < c * m->D; i++) w->fx[i] = (float)xc[i];
+        for (int64_t i = 0; cc && i < c * m->C; i++) w->fc[i] = (float)cc[i];
+        const void *args[2] = { w->fx, w->fc };
+        void *outs[2] = { w->flp, grad };
+        m->gfn(c, 0, 0, args, &one, outs, m->paramsf, w->ws);
+        for (int64_t i = 0; i < c; i++) s -= (double)w->flp[i];
+        *loss_sum = s;
+        return 0;
+    }
+    for (int64_t i = 0; i < c; i++) s -= w->lp[i];
+    *loss_sum = s;
+    return 0;
+}
+
+static int worker_args_ok(nfc_worker *w, int64_t n, const double *ctx) {
+    nfc_model *m = w->m;
+    if (m->C && !ctx) { snprintf(w->err, sizeof w->err, "flow '%s' needs its context '%s'", m->g->name, m->g->context_name); return 0; }
+    if (n < 0) { snprintf(w->err, sizeof w->err, "negative batch size"); return 0; }
+    return 1;
+}
+
+int nfc_worker_loss_grad_raw(nfc_worker *w, int64_t n, const double *x, const double *ctx, double *loss_sum, void *grad) {
+    if (!worker_args_ok(w, n, ctx)) return -1;
+    if (n < 1 || n > CHUNK) {
+        snprintf(w->err, sizeof w->err, "nfc_worker_loss_grad_raw takes 1 to %d rows, not %lld", CHUNK, (long long)n);
+        return -1;
+    }
+    *loss_sum = 0;
+    return grad_chunk(w, n, x, ctx, loss_sum, grad);
+}
+
 int nfc_worker_loss_grad(nfc_worker *w, int64_t n, const double *x, const double *ctx, double *loss_sum, double *grad_sum) {
     nfc_model *m = w->m;
-    if (m->C && !ctx) { snprintf(w->err, sizeof w->err, "flow '%s' needs its context '%s'", m->g->name, m->g->context_name); return -1; }
-    if (n < 0) { snprintf(w->err, sizeof w->err, "negative batch size"); return -1; }
+    if (!worker_args_ok(w, n, ctx)) return -1;
     /* grad_sum = ((0 + g0) + g1) + ... over the chunks; the first chunk is stored (0 + g = g
-     * exactly), so a shard of one chunk costs one pass over the parameters, not three */
+     * exactly), so a shard of one chunk costs one pass over the parameters, not three. The
+     * chunk buffers are made on first use (nfc_worker_loss_grad_raw needs none). */
     if (n == 0) memset(grad_sum, 0, sizeof(double) * (size_t)m->ptotal);
     *loss_sum = 0;
+    int f32 = nfc_grad_elem_size(m) == 4;
+    if (n > 0 && f32 && !w->fg && !(w->fg = malloc(sizeof(float) * (size_t)(m->ptotal + 1)))) goto oom;
+    if (n > CHUNK && !f32 && !w->g && !(w->g = malloc(sizeof(double) * (size_t)(m->ptotal + 1)))) goto oom;
     for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
         int64_t c = n - r0 < CHUNK ? n - r0 : CHUNK;
         const double *xc = x + r0 * m->D, *cc = ctx ? ctx + r0 * m->C : NULL;
-        if (!m->gfn) {
-            const double *args[2] = { xc, cc };
-            double *outs[2] = { w->lp, w->g };
-            double one = 1;
-            if (interp_run(m->gp, c, 0, 0, args, &one, outs, m->params, m->off, w->err, sizeof w->err)) return -1;
-        } else if (m->opt.dtype == NFC_F64) {
-            const void *args[2] = { xc, cc };
-            void *outs[2] = { w->lp, w->g };
-            double one = 1;
-            m->gfn(c, 0, 0, args, &one, outs, m->params, w->ws);
-        } else {
-            for (int64_t i = 0; i < c * m->D; i++) w->fx[i] = (float)xc[i];
-            for (int64_t i = 0; cc && i < c * m->C; i++) w->fc[i] = (float)cc[i];
-            const void *args[2] = { w->fx, w->fc };
-            void *outs[2] = { w->flp, w->fg };
-            double one = 1;
-            m->gfn(c, 0, 0, args, &one, outs, m->paramsf, w->ws);
-            for (int64_t i = 0; i < c; i++) *loss_sum -= (double)w->flp[i];
+        /* an f64 first chunk goes straight into grad_sum */
+        void *out = f32 ? (void *)w->fg : r0 == 0 ? (void *)grad_sum : (void *)w->g;
+        if (grad_chunk(w, c, xc, cc, loss_sum, out)) return -1;
+        if (f32) {
             const float *fg = w->fg;
             if (r0 == 0) for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] = fg[i];
             else for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] += fg[i];
-            continue;
+        } else if (r0 > 0) {
+            for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] += w->g[i];
         }
-        for (int64_t i = 0; i < c; i++) *loss_sum -= w->lp[i];
-        if (r0 == 0) memcpy(grad_sum, w->g, sizeof(double) * (size_t)m->ptotal);
-        else for (int64_t i = 0; i < m->ptotal; i++) grad_sum[i] += w->g[i];
     }
     return 0;
+oom:
+    snprintf(w->err, sizeof w->err, "out of memory");
+    return -1;
 }
 
 int nfc_loss_grad(nfc_model *m, int64_t n, const double *x, const double *ctx, double *loss, double *grad) {

@@ -164,6 +164,14 @@ typedef struct nfc_worker nfc_worker;
 nfc_worker *nfc_worker_new(nfc_model *m);
 int         nfc_worker_loss_grad(nfc_worker *w, int64_t n, const double *x, const double *ctx, double *loss_sum,
                                  double *grad_sum);
+/* The same for 1 to nfc_worker_rows_max() rows (one call of the compiled program), with the
+ * gradient sum written as the program makes it: nfc_grad_elem_size(m) bytes a value (4, float,
+ * for f32 models on the JIT; 8, double, otherwise), nfc_param_total values. A caller that
+ * adds shards in f64 itself saves a conversion pass over the parameters per shard. */
+int         nfc_worker_loss_grad_raw(nfc_worker *w, int64_t n, const double *x, const double *ctx, double *loss_sum,
+                                     void *grad);
+int64_t     nfc_worker_rows_max(void);
+int         nfc_grad_elem_size(const nfc_model *m);
 const char *nfc_worker_error(const nfc_worker *w);
 void        nfc_worker_free(nfc_worker *w);
 

@@ -7,7 +7,12 @@
  *   goes to some thread, which writes its sums into buffer j; then the threads add the
  *   round's buffers into the total, each over its own range of parameters, buffer 0 first.
  *   So every parameter's total is ((0 + s0) + s1) + ... in shard order, the same bits for
- *   any T; the additions run in parallel instead of one shard at a time.
+ *   any T; the additions run in parallel instead of one shard at a time. A shard of at most
+ *   nfc_worker_rows_max() rows is one call of the compiled program, and its buffer holds the
+ *   program's own output (float for f32 models): converting it is part of the addition, not
+ *   a pass of its own. With a block size, the last round's addition also makes the mean and,
+ *   per block, its sum of squares and finiteness (what the optimizer needs next), while the
+ *   block is in cache.
  * - rt_pool_for: fn(ctx, b) for blocks b = 0 .. nblocks-1, spread over the threads; the
  *   caller makes each block's work independent of which thread runs it.
  *
@@ -34,6 +39,7 @@ enum { JOB_NONE, JOB_SHARDS, JOB_ADD, JOB_FOR };
 struct rt_pool {
     pthread_mutex_t  mu;
     pthread_cond_t   work, done;
+    nfc_model       *m;
     int              nt, started;   /* nt workers: t[0] is the caller's, t[1..] have threads */
     pool_thread     *t;
     _Atomic uint64_t gen;           /* job generation: a new job when it changes */
@@ -49,15 +55,21 @@ struct rt_pool {
     const double    *x, *ctx_rows;
     int              D, C;
     int64_t          P, n, shard, round0;   /* round0: the first shard of the round */
-    double         **buf;                   /* [nt][P + 1]: the round's shard sums */
+    void           **buf;                   /* [nt]: the round's shard sums, esz bytes a value */
+    size_t           bufbytes;              /* of each buffer */
+    int              esz, raw;              /* raw: one program call a shard, its output kept */
     double          *loss;                  /* [nt]: the round's shard losses */
     int             *rc;                    /* [nt]: their status */
     double          *gsum;
-    int64_t          nbuf;
+    int64_t          nbuf, chunk;           /* JOB_ADD: buffers of the round, parameters an item */
+    int              first, last;           /* the first (store, not add) and last round */
+    double          *sumsq;                 /* last round, when set: per chunk, of the mean */
+    char            *bad;                   /* last round: per chunk, 1 if a mean is not finite */
     char             err[1024];
 };
 
-/* parameters per item of JOB_ADD: large enough that a thread streams, small enough to share */
+/* parameters per item of JOB_ADD (without a block size): large enough that a thread streams,
+ * small enough to share */
 #define ADD_CHUNK 8192
 /* A pool thread spins this long for the next job before it sleeps: a training step is a few
  * jobs separated by microseconds of serial work, and a sleep/wake-up costs tens of them. */
@@ -84,6 +96,41 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* g[i] (+)= b[i] for one buffer of the round: stored for the first (0 + b: the bits of the
+ * sum of one shard), added for the others */
+RT_PARAM_LOOP static void add_buf(double *restrict g, const void *b, int esz, int store, int64_t n) {
+    if (esz == 4) {
+        const float *restrict f = b;
+        if (store) for (int64_t i = 0; i < n; i++) g[i] = 0.0 + (double)f[i];
+        else for (int64_t i = 0; i < n; i++) g[i] += (double)f[i];
+    } else {
+        const double *restrict d = b;
+        if (store) for (int64_t i = 0; i < n; i++) g[i] = 0.0 + d[i];
+        else for (int64_t i = 0; i < n; i++) g[i] += d[i];
+    }
+}
+
+/* g[i] /= B over one block; returns its sum of squares (eight partial sums, added in a fixed
+ * order at the end: the same bits for every vector width) and sets *bad when a value is not
+ * finite (tested on the bits, so that the loop vectorizes) */
+RT_PARAM_LOOP static double mean_block(double *restrict g, int64_t n, double B, char *bad) {
+    double s[8] = { 0 };
+    uint64_t nf = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        double v = g[i] / B;
+        uint64_t u;
+        memcpy(&u, &v, sizeof u);
+        g[i] = v;
+        nf |= (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    }
+    for (i = 0; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) s[l] += g[i + l] * g[i + l];
+    for (; i < n; i++) s[i & 7] += g[i] * g[i];
+    *bad = (char)(nf != 0);
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 static void run_item(rt_pool *p, pool_thread *me, int64_t k) {
     if (p->job == JOB_FOR) {
         p->fn(p->ctx, k);
@@ -92,7 +139,8 @@ static void run_item(rt_pool *p, pool_thread *me, int64_t k) {
         int64_t r0 = s * p->shard, c = p->n - r0 < p->shard ? p->n - r0 : p->shard;
         const double *x = p->x + r0 * p->D, *ctx = p->ctx_rows ? p->ctx_rows + r0 * p->C : NULL;
         double ls = 0;
-        p->rc[k] = nfc_worker_loss_grad(me->w, c, x, ctx, &ls, p->buf[k]);
+        p->rc[k] = p->raw ? nfc_worker_loss_grad_raw(me->w, c, x, ctx, &ls, p->buf[k])
+                          : nfc_worker_loss_grad(me->w, c, x, ctx, &ls, p->buf[k]);
         p->loss[k] = ls;
         if (p->rc[k]) {
             pthread_mutex_lock(&p->mu);
@@ -100,12 +148,11 @@ static void run_item(rt_pool *p, pool_thread *me, int64_t k) {
             pthread_mutex_unlock(&p->mu);
         }
     } else if (p->job == JOB_ADD) {
-        int64_t i0 = k * ADD_CHUNK, i1 = i0 + ADD_CHUNK < p->P ? i0 + ADD_CHUNK : p->P;
-        double *g = p->gsum;
-        for (int64_t j = 0; j < p->nbuf; j++) {
-            const double *b = p->buf[j];
-            for (int64_t i = i0; i < i1; i++) g[i] += b[i];
-        }
+        int64_t i0 = k * p->chunk, i1 = i0 + p->chunk < p->P ? i0 + p->chunk : p->P;
+        for (int64_t j = 0; j < p->nbuf; j++)
+            add_buf(p->gsum + i0, (const char *)p->buf[j] + (size_t)i0 * (size_t)p->esz, p->esz, p->first && j == 0,
+                    i1 - i0);
+        if (p->last && p->sumsq) p->sumsq[k] = mean_block(p->gsum + i0, i1 - i0, (double)p->n, &p->bad[k]);
     }
 }
 
@@ -197,6 +244,7 @@ rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
+    p->m = m;
     p->D = nfc_model_dim(m);
     p->C = nfc_model_context_dim(m);
     p->P = nfc_param_total(m);
@@ -212,8 +260,6 @@ rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
         p->t[i].id = i;
         p->t[i].w = nfc_worker_new(m);
         if (!p->t[i].w) { snprintf(err, errlen, "%s", nfc_last_error(m)); rt_pool_free(p); return NULL; }
-        p->buf[i] = malloc(sizeof(double) * (size_t)(p->P + 1));
-        if (!p->buf[i]) { snprintf(err, errlen, "out of memory"); rt_pool_free(p); return NULL; }
     }
     for (int i = 1; i < threads; i++) {
         int e = pthread_create(&p->t[i].th, NULL, thread_main, &p->t[i]);
@@ -236,14 +282,28 @@ void rt_pool_for(rt_pool *p, int64_t nblocks, void (*fn)(void *ctx, int64_t b), 
 }
 
 int rt_pool_loss_grad(rt_pool *p, int64_t n, const double *x, const double *ctx, int64_t shard, double *loss_sum,
-                      double *grad_sum, char *err, size_t errlen) {
+                      double *grad, int64_t block, double *sumsq, char *bad, char *err, size_t errlen) {
     if (n < 1 || shard < 1) { snprintf(err, errlen, "empty batch"); return -1; }
-    memset(grad_sum, 0, sizeof(double) * (size_t)p->P);
+    p->raw = shard <= nfc_worker_rows_max();
+    p->esz = p->raw ? nfc_grad_elem_size(p->m) : (int)sizeof(double);
+    size_t need = (size_t)p->esz * (size_t)(p->P + 1);
+    if (need > p->bufbytes) {   /* the buffers, on the first call (again if the shards grow) */
+        for (int i = 0; i < p->nt; i++) {
+            free(p->buf[i]);
+            p->buf[i] = malloc(need);
+        }
+        p->bufbytes = need;
+        for (int i = 0; i < p->nt; i++)
+            if (!p->buf[i]) { p->bufbytes = 0; snprintf(err, errlen, "out of memory"); return -1; }
+    }
     p->x = x;
     p->ctx_rows = ctx;
     p->n = n;
     p->shard = shard;
-    p->gsum = grad_sum;
+    p->gsum = grad;
+    p->chunk = block > 0 ? block : ADD_CHUNK;
+    p->sumsq = block > 0 ? sumsq : NULL;
+    p->bad = bad;
     p->err[0] = 0;
     int64_t nshards = (n + shard - 1) / shard;
     double lsum = 0;
@@ -258,7 +318,9 @@ int rt_pool_loss_grad(rt_pool *p, int64_t n, const double *x, const double *ctx,
             }
         for (int64_t j = 0; j < k; j++) lsum += p->loss[j];
         p->nbuf = k;
-        run_job(p, JOB_ADD, (p->P + ADD_CHUNK - 1) / ADD_CHUNK);
+        p->first = s0 == 0;
+        p->last = s0 + k >= nshards;
+        run_job(p, JOB_ADD, (p->P + p->chunk - 1) / p->chunk);
     }
     *loss_sum = lsum;
     return 0;

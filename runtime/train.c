@@ -3,6 +3,7 @@
  * The thread pool that computes a batch's loss and gradient is in runtime/threads.c. */
 #include "train.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -50,21 +51,52 @@ static int errf(char *err, size_t errlen, const char *fmt, ...) {
 
 /* ---- the optimizer ---- */
 
+/* AdamW for one value; the bias corrections are factors: one division per value, not three */
+typedef struct { double ibc1, ibc2, decay, lr, beta1, beta2, eps, gscale; } adam_k;
+
+static adam_k adam_consts(int64_t t, double lr, double beta1, double beta2, double eps, double weight_decay,
+                          double gscale) {
+    adam_k k = { 1.0 / (1.0 - pow(beta1, (double)t)), 1.0 / (1.0 - pow(beta2, (double)t)), 1.0 - lr * weight_decay,
+                 lr, beta1, beta2, eps, gscale };
+    return k;
+}
+
+static inline void adam_one(const adam_k *k, double p, double m, double v, double g, double *po, double *mo,
+                            double *vo) {
+    double gi = g * k->gscale;   /* gscale 1 when not clipping: the same bits as g */
+    double mi = k->beta1 * m + (1.0 - k->beta1) * gi;
+    double vi = k->beta2 * v + (1.0 - k->beta2) * gi * gi;
+    *po = p * k->decay - k->lr * (mi * k->ibc1) / (sqrt(vi * k->ibc2) + k->eps);
+    *mo = mi;
+    *vo = vi;
+}
+
+/* 1 if x is an infinity or a NaN; integer bits, so that the loops around it vectorize */
+static inline uint64_t nonfinite_bits(double x) {
+    uint64_t b;
+    memcpy(&b, &x, sizeof b);
+    return (b & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+}
+
+/* the update into separate buffers, returning what it made that is not finite: 2 a
+ * parameter, 4 optimizer state */
+RT_PARAM_LOOP static int adam_checked(int64_t n, const double *restrict p, const double *restrict m, const double *restrict v,
+                        const double *restrict g, double *restrict po, double *restrict mo, double *restrict vo,
+                        const adam_k *k) {
+    uint64_t badp = 0, bads = 0;
+    for (int64_t i = 0; i < n; i++) {
+        adam_one(k, p[i], m[i], v[i], g[i], &po[i], &mo[i], &vo[i]);
+        badp |= nonfinite_bits(po[i]);
+        bads |= nonfinite_bits(mo[i]) | nonfinite_bits(vo[i]);
+    }
+    return (badp ? 2 : 0) | (bads ? 4 : 0);
+}
+
 void rt_adam_step_to(int64_t n, const double *p, const double *m, const double *v, const double *g, double gscale,
                      double *po, double *mo, double *vo, int64_t t, double lr, double beta1, double beta2, double eps,
                      double weight_decay) {
-    /* the bias corrections as factors: one division per value instead of three */
-    double ibc1 = 1.0 / (1.0 - pow(beta1, (double)t)), ibc2 = 1.0 / (1.0 - pow(beta2, (double)t));
-    double decay = 1.0 - lr * weight_decay;
-    for (int64_t i = 0; i < n; i++) {
-        double gi = gscale == 1.0 ? g[i] : g[i] * gscale;
-        double mi = beta1 * m[i] + (1.0 - beta1) * gi;
-        double vi = beta2 * v[i] + (1.0 - beta2) * gi * gi;
-        double mh = mi * ibc1, vh = vi * ibc2;
-        po[i] = p[i] * decay - lr * mh / (sqrt(vh) + eps);
-        mo[i] = mi;
-        vo[i] = vi;
-    }
+    adam_k k = adam_consts(t, lr, beta1, beta2, eps, weight_decay, gscale);
+    for (int64_t i = 0; i < n; i++) adam_one(&k, p[i], m[i], v[i], g[i], &po[i], &mo[i], &vo[i]);
 }
 
 void rt_adam_step(int64_t n, double *p, double *m, double *v, const double *g, int64_t t, double lr, double beta1,
@@ -591,14 +623,14 @@ static const char *nonfinite_param(const nfc_model *m, const double *v) {
 /* The optimizer's passes over the parameters, on the pool, in blocks of OPT_BLOCK values.
  * The blocks do not depend on the thread count, and the only sum (of squares, for the norm)
  * is summed per block and then over the blocks in order, so the update is the same bits for
- * any thread count. */
+ * any thread count. Pass 1 (the mean gradient, its finiteness and the blocks' sums of
+ * squares) is done by the pool while it adds the shards (rt_pool_loss_grad). */
 #define OPT_BLOCK 16384
 typedef struct {
-    int64_t       P, B;
-    double       *g;        /* the gradient sums in, the mean gradient out (pass 1) */
-    double       *sumsq;    /* per block */
-    char         *bad;      /* per block: 1 a non-finite gradient (pass 1); 2 a non-finite
-                               parameter, 4 non-finite optimizer state (pass 2) */
+    int64_t       P;
+    double       *g;        /* the mean gradient */
+    char         *bad;      /* per block: 2 a non-finite parameter, 4 non-finite optimizer state
+                               (pass 2) */
     const double *p, *m, *v;
     double       *p2, *m2, *v2, gscale, lr;
     int64_t       t;
@@ -611,37 +643,15 @@ static void blk_range(const opt_pass *o, int64_t b, int64_t *i0, int64_t *i1) {
     *i1 = *i0 + OPT_BLOCK < o->P ? *i0 + OPT_BLOCK : o->P;
 }
 
-/* pass 1: the mean, its finiteness, the block's sum of squares */
-static void opt_mean(void *ctx, int64_t b) {
-    opt_pass *o = ctx;
-    int64_t i0, i1;
-    blk_range(o, b, &i0, &i1);
-    double s = 0, B = (double)o->B;
-    int bad = 0;
-    for (int64_t i = i0; i < i1; i++) {
-        double v = o->g[i] / B;
-        o->g[i] = v;
-        bad |= !isfinite(v);
-        s += v * v;
-    }
-    o->sumsq[b] = s;
-    o->bad[b] = (char)bad;
-}
-
 /* pass 2: clipping and AdamW into the second buffers (the current state stays intact) */
 static void opt_update(void *ctx, int64_t b) {
     opt_pass *o = ctx;
     int64_t i0, i1;
     blk_range(o, b, &i0, &i1);
     const rt_train_config *c = o->cfg;
-    rt_adam_step_to(i1 - i0, o->p + i0, o->m + i0, o->v + i0, o->g + i0, o->gscale, o->p2 + i0, o->m2 + i0, o->v2 + i0,
-                    o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay);
-    int bad = 0;
-    for (int64_t i = i0; i < i1; i++) {
-        bad |= isfinite(o->p2[i]) ? 0 : 2;
-        bad |= isfinite(o->m2[i]) && isfinite(o->v2[i]) ? 0 : 4;
-    }
-    o->bad[b] = (char)bad;
+    adam_k k = adam_consts(o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->gscale);
+    o->bad[b] = (char)adam_checked(i1 - i0, o->p + i0, o->m + i0, o->v + i0, o->g + i0, o->p2 + i0, o->m2 + i0,
+                                   o->v2 + i0, &k);
 }
 
 /* pass 3: the new parameters into the model */
@@ -783,11 +793,11 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
     op.P = P;
     op.cfg = cfg;
     op.model = m;
-    op.sumsq = malloc(sizeof(double) * (size_t)(nblk + 1));
+    double *sumsq = malloc(sizeof(double) * (size_t)(nblk + 1));
     op.bad = malloc((size_t)(nblk + 1));
     int64_t order_epoch = -1;
     double t0 = now_s();
-    if (!am || !av || !am2 || !av2 || !pnew || !g || !xb || !cbuf || !order || !vlp || !op.sumsq || !op.bad) {
+    if (!am || !av || !am2 || !av2 || !pnew || !g || !xb || !cbuf || !order || !vlp || !sumsq || !op.bad) {
         rc = errf(err, errlen, "out of memory");
         goto done;
     }
@@ -847,11 +857,13 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
             goto done;
         }
         double lsum;
-        if (rt_pool_loss_grad(pool, B, xb, cb_, shard, &lsum, g, err, errlen)) { rc = -1; goto done; }
+        /* the mean gradient, with pass 1's finiteness and sums of squares */
+        if (rt_pool_loss_grad(pool, B, xb, cb_, shard, &lsum, g, OPT_BLOCK, sumsq, op.bad, err, errlen)) {
+            rc = -1;
+            goto done;
+        }
         double loss = lsum / (double)B;
         op.g = g;
-        op.B = B;
-        rt_pool_for(pool, nblk, opt_mean, &op);
         int gbad = 0;
         for (int64_t b = 0; b < nblk; b++) gbad |= op.bad[b];
         /* the NaN guard, before any update */
@@ -882,7 +894,7 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
             goto done;
         }
         double ss = 0;
-        for (int64_t b = 0; b < nblk; b++) ss += op.sumsq[b];
+        for (int64_t b = 0; b < nblk; b++) ss += sumsq[b];
         double gnorm = sqrt(ss);
         if (cfg->clip_norm > 0 && !isfinite(gnorm)) {
             rr.bad_step = S;
@@ -965,7 +977,7 @@ done:
     if (res) *res = rr;
     rt_pool_free(pool);
     free(am); free(av); free(am2); free(av2); free(pnew); free(g);
-    free(xb); free(cbuf); free(order); free(vxg); free(vcg); free(vlp); free(op.sumsq); free(op.bad);
+    free(xb); free(cbuf); free(order); free(vxg); free(vcg); free(vlp); free(sumsq); free(op.bad);
     free(train_idx); free(valid_idx);
     return rc;
 }

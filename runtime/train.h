@@ -202,6 +202,16 @@ void    rt_train_batch_rows(uint64_t seed, int64_t ntrain, int64_t batch, int64_
 /* The hash of the data values that checkpoints record. */
 uint64_t rt_train_data_hash(const rt_train_data *d, int D, int C);
 
+/* The runtime's loops over all parameters (the optimizer, the shards' sums) are compiled
+ * for AVX-512 and AVX2 too, chosen when the program starts (GCC's and clang's target_clones).
+ * Each value's arithmetic is the same IEEE operations in every version (C11 mode: no FMA
+ * contraction), so the results are the same bits on every machine. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+#define RT_PARAM_LOOP __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RT_PARAM_LOOP
+#endif
+
 /* ---- the thread pool (runtime/threads.c) ---- */
 
 /* T threads, each with its own nfc_worker of m. Returns NULL with a message in err. */
@@ -210,9 +220,12 @@ rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen);
 /* The loss and gradient sums of n rows: cut into shards of `shard` rows, computed T at a
  * time; the shards' sums are added in shard order (the additions split over the threads by
  * parameter), so the result does not depend on the thread count or on timing. m's
- * parameters must not change during the call. */
+ * parameters must not change during the call.
+ * block == 0: grad gets the sums. block > 0: grad gets the mean gradient (the sums / n), and
+ * for each block b of `block` parameters, sumsq[b] its sum of squares (in a fixed order) and
+ * bad[b] = 1 if one of its values is not finite, 0 if not. */
 int      rt_pool_loss_grad(rt_pool *p, int64_t n, const double *x, const double *ctx, int64_t shard, double *loss_sum,
-                           double *grad_sum, char *err, size_t errlen);
+                           double *grad, int64_t block, double *sumsq, char *bad, char *err, size_t errlen);
 /* fn(ctx, b) for every b in [0, nblocks), spread over the threads; returns when all are done. */
 void     rt_pool_for(rt_pool *p, int64_t nblocks, void (*fn)(void *ctx, int64_t b), void *ctx);
 int      rt_pool_threads(const rt_pool *p);

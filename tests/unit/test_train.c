@@ -1,6 +1,8 @@
 /* tests/unit/test_train.c: the training runtime (runtime/train.h), on the interpreter
  * backend with tiny models so it runs in seconds under ASan.
  * - AdamW against a hand computation; clipping; the learning-rate schedule at key steps
+ * - the thread pool's sums and means equal a worker's sums added in shard order (also on the
+ *   JIT, in f32 and f64, and for shards of several program calls)
  * - batches a pure function of (seed, step); the validation split deterministic
  * - 30 steps straight = 12 steps + checkpoint + load into a fresh model + 18 steps, bit for
  *   bit (parameters and Adam state, and the checkpoint files byte for byte)
@@ -325,6 +327,74 @@ TEST(steps_equal_serial_reference) {
     free(p0); free(p); free(am); free(av); free(g); free(x);
     nfc_free(m);
     nfc_free(ref);
+}
+
+/* rt_pool_loss_grad against nfc_worker_loss_grad shard by shard, added in shard order in f64:
+ * the same bits on the interpreter and on the JIT in f64 and f32 (where the pool adds the
+ * program's float output itself), for shards of one program call and of several (the
+ * worker's own f64 sums). With a block size: the mean, each block's sum of squares in the
+ * documented order (eight partial sums), and the non-finite flags. */
+TEST(pool_sums_equal_worker_sums) {
+    struct { int backend, dtype; int64_t n, shard; } cases[] = {
+        { NFC_BACKEND_INTERP, NFC_F64, 50, 16 },
+        { NFC_BACKEND_JIT, NFC_F64, 50, 16 },
+        { NFC_BACKEND_JIT, NFC_F32, 50, 16 },
+        { NFC_BACKEND_JIT, NFC_F32, 2 * nfc_worker_rows_max() + 10, nfc_worker_rows_max() + 5 },
+    };
+    const int64_t block = 64;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        nfc_options o;
+        nfc_options_default(&o);
+        o.backend = cases[c].backend;
+        o.dtype = cases[c].dtype;
+        o.init_seed = 3;
+        o.init_scale = 0.05;
+        nfc_model *m = nfc_compile_string("test.flow", tiny_src, &o, NULL);
+        CHECK(m != NULL, "case %zu does not compile", c);
+        if (!m) continue;
+        int64_t n = cases[c].n, shard = cases[c].shard, P = nfc_param_total(m), nb = (P + block - 1) / block;
+        CHECK(nb >= 3, "only %lld blocks", (long long)nb);
+        double *x = make_data(n, 11), *g = malloc(sizeof(double) * (size_t)P), *ref = malloc(sizeof(double) * (size_t)P);
+        double *tmp = malloc(sizeof(double) * (size_t)P), *sumsq = malloc(sizeof(double) * (size_t)nb);
+        char *bad = malloc((size_t)nb), err[1024];
+        rt_pool *pool = rt_pool_new(m, 2, err, sizeof err);
+        nfc_worker *w = nfc_worker_new(m);
+        CHECK(pool && w, "case %zu: %s", c, pool ? nfc_last_error(m) : err);
+        if (!pool || !w) goto next;
+        double ls, lref = 0;
+        for (int64_t r0 = 0, s = 0; r0 < n; r0 += shard, s++) {
+            double l;
+            int64_t rows = n - r0 < shard ? n - r0 : shard;
+            CHECK(nfc_worker_loss_grad(w, rows, x + r0 * 2, NULL, &l, tmp) == 0, "%s", nfc_worker_error(w));
+            lref += l;
+            for (int64_t i = 0; i < P; i++) ref[i] = s == 0 ? 0.0 + tmp[i] : ref[i] + tmp[i];
+        }
+        CHECK(rt_pool_loss_grad(pool, n, x, NULL, shard, &ls, g, 0, NULL, NULL, err, sizeof err) == 0, "%s", err);
+        CHECK(ls == lref && memcmp(g, ref, sizeof(double) * (size_t)P) == 0, "case %zu: the pool's sums differ", c);
+        CHECK(rt_pool_loss_grad(pool, n, x, NULL, shard, &ls, g, block, sumsq, bad, err, sizeof err) == 0, "%s", err);
+        int same = 1;
+        for (int64_t b = 0; b < nb; b++) {
+            double l8[8] = { 0 };
+            for (int64_t i = b * block; i < P && i < (b + 1) * block; i++) {
+                double v = ref[i] / (double)n;
+                same &= g[i] == v;
+                l8[(i - b * block) & 7] += v * v;
+            }
+            double want = ((l8[0] + l8[1]) + (l8[2] + l8[3])) + ((l8[4] + l8[5]) + (l8[6] + l8[7]));
+            same &= sumsq[b] == want && bad[b] == 0;
+        }
+        CHECK(same, "case %zu: the mean or a block's sum of squares or flag differs", c);
+        x[2 * (n - 1)] = NAN;   /* the last shard's last row */
+        CHECK(rt_pool_loss_grad(pool, n, x, NULL, shard, &ls, g, block, sumsq, bad, err, sizeof err) == 0, "%s", err);
+        int nbad = 0;
+        for (int64_t b = 0; b < nb; b++) nbad += bad[b];
+        CHECK(nbad > 0 && isnan(ls), "case %zu: a NaN row gives %d non-finite blocks, loss %g", c, nbad, ls);
+    next:
+        rt_pool_free(pool);
+        nfc_worker_free(w);
+        nfc_free(m);
+        free(x); free(g); free(ref); free(tmp); free(sumsq); free(bad);
+    }
 }
 
 TEST(resume_is_bit_identical) {
@@ -667,6 +737,7 @@ int main(void) {
     RUN(resume_is_bit_identical);
     RUN(save_every_and_threads);
     RUN(steps_equal_serial_reference);
+    RUN(pool_sums_equal_worker_sums);
     RUN(loss_decreases_with_context);
     RUN(nan_guard);
     RUN(bad_checkpoints_refused);
