@@ -207,6 +207,8 @@ typedef struct {
     const tprog      *p;
     const int64_t    *poff;
     int64_t          *slot, *aux;    /* byte offsets in ws (-1: none); aux: LU diagonal */
+    int64_t          *dgrad;         /* a sum over the batch that is only a gradient output:
+                                        its offset in the gradient array (no slot), else -1 */
     LLVMValueRef     *ubase;         /* unbatched nodes: pointer to [rows, w] of T */
     char             *live;
     char             *sep;           /* LOOP_END: own slot (its LOOP_BEGIN is used after it) */
@@ -1262,14 +1264,22 @@ static void red_accumulate(cgx *x, int i) {
     }
 }
 
+/* where a sum over the batch ends up: its slot, or its place in the gradient output */
+static LLVMValueRef red_dst(cgx *x, int i) {
+    if (x->dgrad[i] < 0) return ubase(x, i);
+    LLVMValueRef g = load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, x->p->nouts)), 8);
+    return gep(x, x->T, g, ci64(x, x->dgrad[i]));
+}
+
 static void red_finish(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     cgloop L;
+    LLVMValueRef dst = red_dst(x, i);
     if (tn_blocked(x, i)) {   /* copy the [rows, qpad] accumulators to [rows, w] */
         cgloop La;
         int64_t qpad = tn_qpad(x, i);
         FOR(x, La, nd->rows, a) {
-            LLVMValueRef d = gep(x, x->T, ubase(x, i), LLVMBuildNSWMul(x->b, a, ci64(x, nd->w), ""));
+            LLVMValueRef d = gep(x, x->T, dst, LLVMBuildNSWMul(x->b, a, ci64(x, nd->w), ""));
             LLVMValueRef sp = auxptr(x, i, LLVMBuildNSWMul(x->b, a, ci64(x, qpad), ""));
             LLVMBuildMemCpy(x->b, d, (unsigned)x->esz, sp, (unsigned)x->esz, ci64(x, (int64_t)nd->w * x->esz));
         }
@@ -1281,8 +1291,38 @@ static void red_finish(cgx *x, int i) {
             s = LLVMBuildExtractElement(x->b, v, ci32(x, 0), "");
             for (int l = 1; l < x->V; l++) s = fadd(x, s, LLVMBuildExtractElement(x->b, v, ci32(x, l), ""));
         }
-        store(x, s, gep(x, x->T, ubase(x, i), e), x->esz);
+        store(x, s, gep(x, x->T, dst, e), x->esz);
     }
+}
+
+/* The gradient outputs are one copy per parameter when every parameter has exactly one
+ * gradient value (write_grads). Then a value that is a sum over the batch, read by nothing
+ * else, is finished straight into its place in the output: no slot, no copy. */
+static int grads_one_each(const tprog *p) {
+    int64_t covered = 0;
+    for (int k = 0; k < p->ngrad; k++) {
+        const tnode *nd = &p->nodes[p->gval[k]];
+        covered += (int64_t)nd->rows * nd->w;
+        for (int q = 0; q < k; q++)
+            if (p->gparam[q] == p->gparam[k]) return 0;
+    }
+    return covered == p->param_total;
+}
+
+static void plan_direct_grads(cgx *x) {
+    const tprog *p = x->p;
+    for (int i = 0; i < p->nn; i++) x->dgrad[i] = -1;
+    if (!grads_one_each(p)) return;
+    for (int k = 0; k < p->ngrad; k++) {
+        int v = p->gval[k];
+        if (t_ops[p->nodes[v].op].flags & TF_RED) x->dgrad[v] = x->poff[p->gparam[k]];
+    }
+    for (int k = 0; k < p->nouts; k++) x->dgrad[p->outs[k]] = -1;
+    for (int i = 0; i < p->nn; i++)
+        for (int k = 0; x->live[i] && k < p->nodes[i].nin; k++) x->dgrad[p->nodes[i].in[k]] = -1;
+    for (int k = 0; k < p->ngrad; k++)   /* a value given for two parameters: copied */
+        for (int q = 0; q < k; q++)
+            if (p->gval[q] == p->gval[k]) x->dgrad[p->gval[k]] = -1;
 }
 
 /* gradient outputs: outs[nouts] = 0, then += every gradient value at its parameter's offset */
@@ -1292,17 +1332,11 @@ static void red_finish(cgx *x, int i) {
  * or listed twice) the array is zeroed and every value added. */
 static void write_grads(cgx *x) {
     const tprog *p = x->p;
-    int64_t covered = 0;
-    int dup = 0;
-    for (int k = 0; k < p->ngrad; k++) {
-        const tnode *nd = ND(x, p->gval[k]);
-        covered += (int64_t)nd->rows * nd->w;
-        for (int q = 0; q < k; q++) dup |= p->gparam[q] == p->gparam[k];
-    }
-    if (!dup && covered == p->param_total) {
+    if (grads_one_each(p)) {
         for (int k = 0; k < p->ngrad; k++) {
             int v = p->gval[k];
             const tnode *nd = ND(x, v);
+            if (x->dgrad[v] >= 0) continue;   /* finished in place (red_finish) */
             LLVMValueRef d = gep(x, x->T, x->gradp, ci64(x, x->poff[p->gparam[k]]));
             int64_t ne = (int64_t)nd->rows * nd->w;
             if (nd->op == T_CONST) {
@@ -1820,6 +1854,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
 
     if (plan_fusion(x)) return -1;
     x->fmm = -1;
+    plan_direct_grads(x);
 
     /* workspace: the persistent part first (unbatched values, computed once per call and
      * read by every tile; LU diagonals; reduction accumulators), then the tile part, the
@@ -1838,8 +1873,10 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         }
         if (nd->op == T_LOOP_END && !x->sep[i]) { x->slot[i] = x->slot[nd->in[1]]; continue; }
         if (nd->op == T_PARAM || nd->op == T_CONST || nd->op == T_CONSTTENSOR) continue;
-        x->slot[i] = off;
-        off += round64((int64_t)nd->rows * nd->w * x->esz);
+        if (x->dgrad[i] < 0) {
+            x->slot[i] = off;
+            off += round64((int64_t)nd->rows * nd->w * x->esz);
+        }
         if (t_ops[nd->op].flags & TF_RED) {   /* accumulators (red_acc_bytes) */
             x->aux[i] = off;
             off += round64(red_acc_bytes(x, i));
@@ -2179,6 +2216,7 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         size_t nn = (size_t)(p->nn > 0 ? p->nn : 1);
         x.p = p;
         x.slot = calloc(nn, sizeof *x.slot);
+        x.dgrad = calloc(nn, sizeof *x.dgrad);
         x.aux = calloc(nn, sizeof *x.aux);
         x.ubase = calloc(nn, sizeof *x.ubase);
         x.live = calloc(nn, 1);
@@ -2189,16 +2227,16 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         x.segconst = calloc(nn, sizeof *x.segconst);
         x.mainM = x.M;
         int64_t ws = -1;
-        if (x.slot && x.aux && x.ubase && x.live && x.sep && x.sec && x.virt && x.rmm && x.segconst) ws = emit_prog(&x, m, m->names[i]);
+        if (x.slot && x.dgrad && x.aux && x.ubase && x.live && x.sep && x.sec && x.virt && x.rmm && x.segconst) ws = emit_prog(&x, m, m->names[i]);
         else cg_fail(&x, "out of memory");
-        free(x.slot); free(x.aux); free(x.ubase); free(x.live); free(x.sep); free(x.sec); free(x.virt); free(x.rmm); free(x.segconst);
+        free(x.slot); free(x.dgrad); free(x.aux); free(x.ubase); free(x.live); free(x.sep); free(x.sec); free(x.virt); free(x.rmm); free(x.segconst);
         x.segconst = NULL;
         if (x.M != x.mainM) {   /* a failure inside a segment's own module: drop it */
             LLVMContextRef sc = x.C;
             LLVMDisposeModule(leave_segment_module(&x));
             LLVMContextDispose(sc);
         }
-        x.slot = x.aux = NULL; x.ubase = NULL; x.live = x.sep = NULL; x.sec = x.virt = NULL; x.rmm = NULL;
+        x.slot = x.aux = x.dgrad = NULL; x.ubase = NULL; x.live = x.sep = NULL; x.sec = x.virt = NULL; x.rmm = NULL;
         if (ws < 0) goto fail;
         m->ws[i] = ws;
         m->nfused[i] = x.nfused;
