@@ -608,15 +608,20 @@ static int check_config(const rt_train_config *c, char *err, size_t errlen) {
     return 0;
 }
 
-/* the first parameter (name) whose values [off, off+numel) contain a non-finite value of v */
-static const char *nonfinite_param(const nfc_model *m, const double *v) {
+/* the name of the parameter that value idx (of nfc_param_total) belongs to */
+static const char *param_at(const nfc_model *m, int64_t idx) {
     int64_t off = 0;
     for (int i = 0; i < nfc_param_count(m); i++) {
-        int64_t n = nfc_param_numel(m, i);
-        for (int64_t e = 0; e < n; e++)
-            if (!isfinite(v[off + e])) return nfc_param_name(m, i);
-        off += n;
+        off += nfc_param_numel(m, i);
+        if (idx < off) return nfc_param_name(m, i);
     }
+    return NULL;
+}
+
+/* the first parameter (name) whose values [off, off+numel) contain a non-finite value of v */
+static const char *nonfinite_param(const nfc_model *m, const double *v) {
+    for (int64_t i = 0; i < nfc_param_total(m); i++)
+        if (!isfinite(v[i])) return param_at(m, i);
     return NULL;
 }
 
@@ -624,15 +629,19 @@ static const char *nonfinite_param(const nfc_model *m, const double *v) {
  * The blocks do not depend on the thread count, and the only sum (of squares, for the norm)
  * is summed per block and then over the blocks in order, so the update is the same bits for
  * any thread count. Pass 1 (the mean gradient, its finiteness and the blocks' sums of
- * squares) is done by the pool while it adds the shards (rt_pool_loss_grad). */
+ * squares) is done by the pool while it adds the shards (rt_pool_loss_grad). Pass 2
+ * computes the update and only checks that it is finite; pass 3 computes it again and
+ * stores it, in place: the state of the last step stays intact until every new value is
+ * known to be finite, without second copies of the parameters and moments. */
 #define OPT_BLOCK 16384
+#define OPT_SUB   512       /* values computed at a time, into scratch on the stack */
 typedef struct {
     int64_t       P;
     double       *g;        /* the mean gradient */
     char         *bad;      /* per block: 2 a non-finite parameter, 4 non-finite optimizer state
                                (pass 2) */
-    const double *p, *m, *v;
-    double       *p2, *m2, *v2, gscale, lr;
+    const double *p;        /* the model's parameters (written through nfc_params_set_range) */
+    double       *m, *v, gscale, lr;
     int64_t       t;
     const rt_train_config *cfg;
     nfc_model    *model;
@@ -643,23 +652,56 @@ static void blk_range(const opt_pass *o, int64_t b, int64_t *i0, int64_t *i1) {
     *i1 = *i0 + OPT_BLOCK < o->P ? *i0 + OPT_BLOCK : o->P;
 }
 
-/* pass 2: clipping and AdamW into the second buffers (the current state stays intact) */
-static void opt_update(void *ctx, int64_t b) {
-    opt_pass *o = ctx;
-    int64_t i0, i1;
-    blk_range(o, b, &i0, &i1);
+/* AdamW with clipping over values [i0, i1): what is not finite in the result (adam_checked's
+ * bits); with apply, the result is stored. With first (not apply): the index of the first
+ * value whose parameter (which 0) or moment (1: m, 2: v) is not finite, or -1. */
+static int opt_values(opt_pass *o, int64_t i0, int64_t i1, int apply, int which, int64_t *first) {
+    double po[OPT_SUB], mo[OPT_SUB], vo[OPT_SUB];
     const rt_train_config *c = o->cfg;
     adam_k k = adam_consts(o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->gscale);
-    o->bad[b] = (char)adam_checked(i1 - i0, o->p + i0, o->m + i0, o->v + i0, o->g + i0, o->p2 + i0, o->m2 + i0,
-                                   o->v2 + i0, &k);
+    int bad = 0;
+    if (first) *first = -1;
+    for (int64_t s = i0; s < i1; s += OPT_SUB) {
+        int64_t n = i1 - s < OPT_SUB ? i1 - s : OPT_SUB;
+        int r = adam_checked(n, o->p + s, o->m + s, o->v + s, o->g + s, po, mo, vo, &k);
+        bad |= r;
+        if (apply) {
+            memcpy(o->m + s, mo, sizeof(double) * (size_t)n);
+            memcpy(o->v + s, vo, sizeof(double) * (size_t)n);
+            nfc_params_set_range(o->model, s, n, po);
+        }
+        const double *w = which == 0 ? po : which == 1 ? mo : vo;
+        for (int64_t j = 0; first && r && j < n; j++)
+            if (!isfinite(w[j])) { *first = s + j; return bad; }
+    }
+    return bad;
 }
 
-/* pass 3: the new parameters into the model */
-static void opt_commit(void *ctx, int64_t b) {
+/* pass 2: is the update finite? */
+static void opt_check(void *ctx, int64_t b) {
     opt_pass *o = ctx;
     int64_t i0, i1;
     blk_range(o, b, &i0, &i1);
-    nfc_params_set_range(o->model, i0, i1 - i0, o->p2 + i0);
+    o->bad[b] = (char)opt_values(o, i0, i1, 0, 0, NULL);
+}
+
+/* pass 3: the update, into the model and the moments */
+static void opt_apply(void *ctx, int64_t b) {
+    opt_pass *o = ctx;
+    int64_t i0, i1;
+    blk_range(o, b, &i0, &i1);
+    (void)opt_values(o, i0, i1, 1, 0, NULL);
+}
+
+/* the parameter whose new value (which 0) or moment (1: m, 2: v) is the first not finite */
+static const char *nonfinite_update(opt_pass *o, int which) {
+    int64_t first;
+    for (int64_t i0 = 0; i0 < o->P; i0 += OPT_BLOCK) {
+        int64_t i1 = i0 + OPT_BLOCK < o->P ? i0 + OPT_BLOCK : o->P;
+        (void)opt_values(o, i0, i1, 0, which, &first);
+        if (first >= 0) return param_at(o->model, first);
+    }
+    return NULL;
 }
 
 /* mean NLL of the validation rows, summed in row order */
@@ -781,7 +823,7 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
     ck.nparams = P;
     ck.step = step0;
     size_t pb = sizeof(double) * (size_t)(P + 1);
-    double *am = calloc(1, pb), *av = calloc(1, pb), *am2 = malloc(pb), *av2 = malloc(pb), *pnew = malloc(pb), *g = malloc(pb);
+    double *am = calloc(1, pb), *av = calloc(1, pb), *g = malloc(pb);
     double *xb = malloc(sizeof(double) * (size_t)(B * D + 1)), *cbuf = malloc(sizeof(double) * (size_t)(B * C + 1));
     int64_t *order = malloc(sizeof(int64_t) * (size_t)(ntrain + 1));
     double *vxg = NULL, *vcg = NULL, *vlp = malloc(sizeof(double) * (size_t)(nvalid + 1));
@@ -797,7 +839,7 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
     op.bad = malloc((size_t)(nblk + 1));
     int64_t order_epoch = -1;
     double t0 = now_s();
-    if (!am || !av || !am2 || !av2 || !pnew || !g || !xb || !cbuf || !order || !vlp || !sumsq || !op.bad) {
+    if (!am || !av || !g || !xb || !cbuf || !order || !vlp || !sumsq || !op.bad) {
         rc = errf(err, errlen, "out of memory");
         goto done;
     }
@@ -907,27 +949,21 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
         op.p = nfc_params(m);
         op.m = am;
         op.v = av;
-        op.p2 = pnew;
-        op.m2 = am2;
-        op.v2 = av2;
         op.t = S;
         op.lr = lr;
-        rt_pool_for(pool, nblk, opt_update, &op);
+        rt_pool_for(pool, nblk, opt_check, &op);
         int ubad = 0;
         for (int64_t b = 0; b < nblk; b++) ubad |= op.bad[b];
         if (ubad) {
-            const char *badp = (ubad & 2) ? nonfinite_param(m, pnew) : NULL, *badm = badp ? NULL : nonfinite_param(m, am2);
-            if (!badm && !badp) badm = nonfinite_param(m, av2);
+            const char *badp = (ubad & 2) ? nonfinite_update(&op, 0) : NULL, *badm = badp ? NULL : nonfinite_update(&op, 1);
+            if (!badm && !badp) badm = nonfinite_update(&op, 2);
             rr.bad_step = S;
             rc = errf(err, errlen, "non-finite %s '%s' after the update of step %lld (epoch %lld); the parameters of step %lld "
                       "are kept (try a smaller --lr)", badp ? "parameter" : "optimizer state of parameter", badp ? badp : badm,
                       (long long)S, (long long)(e + 1), (long long)k);
             goto done;
         }
-        rt_pool_for(pool, nblk, opt_commit, &op);
-        double *t;
-        t = am; am = am2; am2 = t;
-        t = av; av = av2; av2 = t;
+        rt_pool_for(pool, nblk, opt_apply, &op);
         rr.step = S;
         ck.step = S;
         wsum += loss;
@@ -976,7 +1012,7 @@ done:
     rr.elapsed_s = now_s() - t0;
     if (res) *res = rr;
     rt_pool_free(pool);
-    free(am); free(av); free(am2); free(av2); free(pnew); free(g);
+    free(am); free(av); free(g);
     free(xb); free(cbuf); free(order); free(vxg); free(vcg); free(vlp); free(sumsq); free(op.bad);
     free(train_idx); free(valid_idx);
     return rc;

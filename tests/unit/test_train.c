@@ -606,6 +606,23 @@ TEST(nan_guard) {
     for (int64_t i = 0; i < nfc_param_total(u); i++)
         if (!isfinite(nfc_params(u)[i])) { CHECK(0, "a non-finite parameter was kept"); break; }
     nfc_free(u);
+    /* a weight decay so large that the first update overflows while the loss and gradient are
+     * finite: the update is refused before any value of it is stored (it is made in place) */
+    nfc_model *w = compile_src(tiny_src, 1);
+    int64_t PW = nfc_param_total(w);
+    double *before = malloc(sizeof(double) * (size_t)PW);
+    memcpy(before, nfc_params(w), sizeof(double) * (size_t)PW);
+    cfg.actnorm_init = 0;
+    cfg.lr = 1e300;
+    cfg.weight_decay = 1e10;
+    rc = rt_train_run(w, &cfg, &d2, NULL, NULL, &r, err, sizeof err);
+    char want[256];
+    snprintf(want, sizeof want, "non-finite parameter '%s' after the update of step 1 (epoch 1); the parameters of step 0 are kept",
+             nfc_param_name(w, 0));
+    CHECK(rc == -1 && strstr(err, want) && r.bad_step == 1 && r.step == 0, "%s", err);
+    CHECK(memcmp(before, nfc_params(w), sizeof(double) * (size_t)PW) == 0, "a refused update changed the parameters");
+    free(before);
+    nfc_free(w);
     nfc_free(t);
     free(y);
     free(x);
