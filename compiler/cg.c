@@ -1799,9 +1799,10 @@ static int prologue_code(cgx *x, int i) {
 }
 
 /* start segment function number *nseg of program `name` (its own module with a sink) */
-static void open_segment(cgx *x, cg_module *m, const char *name, int *nseg) {
+/* a segment starting at node i is named <name>.seg<k>.n<i>.<op> (what a profile shows) */
+static void open_segment(cgx *x, cg_module *m, const char *name, int *nseg, int i) {
     char sname[512];
-    snprintf(sname, sizeof sname, "%s.seg%d", name, (*nseg)++);
+    snprintf(sname, sizeof sname, "%s.seg%d.n%d.%s", name, (*nseg)++, i, t_ops[x->p->nodes[i].op].name);
     x->seg_caller = LLVMGetInsertBlock(x->b);
     if (x->o->segment_sink) open_segment_module(x, sname);
     x->seg_fn = kernel_fn(x, m, sname, 1);
@@ -1916,7 +1917,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     /* prologue: unbatched values, once per call; reduction accumulators to 0 */
     for (int i = 0; i < nn && !x->failed; i++) {
         if (!x->live[i] || !prologue_code(x, i)) continue;
-        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg);
+        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg, i);
         if (t_ops[p->nodes[i].op].flags & TF_RED) red_zero(x, i);
         else unbatched_node(x, i);
         if (seg_nodes > 0 && ++count >= seg_nodes) {
@@ -1941,7 +1942,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         if (!x->live[i]) continue;
         int red = (t_ops[p->nodes[i].op].flags & TF_RED) != 0;
         if (!red && p->nodes[i].rows != 0) continue;   /* unbatched: prologue or epilogue */
-        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg);
+        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg, i);
         if (p->nodes[i].op == T_LOOP_BEGIN) inloop = 1;
         if (p->nodes[i].op == T_LOOP_END) inloop = 0;
         if (red) red_accumulate(x, i);
@@ -1963,7 +1964,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     /* epilogue: the sums over the batch, what depends on them; then the gradient outputs */
     for (int i = 0; i < nn && !x->failed; i++) {
         if (!x->live[i] || p->nodes[i].rows == 0 || x->sec[i] != SEC_EPILOGUE) continue;
-        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg);
+        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg, i);
         if (t_ops[p->nodes[i].op].flags & TF_RED) red_finish(x, i);
         else unbatched_node(x, i);
         if (seg_nodes > 0 && ++count >= seg_nodes) {

@@ -14,9 +14,11 @@
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/Analysis.h>
+#include <llvm-c/Object.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -313,6 +315,49 @@ int jit_compile_async(void *ctx, const cg_target *t, void *context, void *module
     return 0;
 }
 
+/* Profiling (docs/codegen.md, "Profiling compiled code"): with NFC_PERF_MAP set, the
+ * functions of the segment objects (name and size from the object's symbol table, address
+ * once added) are appended to /tmp/perf-<pid>.map, where perf looks for JIT symbols. */
+typedef struct { char name[200]; uint64_t size; } mapsym;
+
+static int object_symbols(LLVMMemoryBufferRef obj, mapsym **out, int *n, int *cap) {
+    char *msg = NULL;
+    LLVMBinaryRef bin = LLVMCreateBinary(obj, NULL, &msg);
+    if (!bin) { LLVMDisposeMessage(msg); return -1; }
+    LLVMSymbolIteratorRef it = LLVMObjectFileCopySymbolIterator(bin);
+    for (; it && !LLVMObjectFileIsSymbolIteratorAtEnd(bin, it); LLVMMoveToNextSymbol(it)) {
+        const char *nm = LLVMGetSymbolName(it);
+        uint64_t sz = LLVMGetSymbolSize(it);
+        if (!nm || strncmp(nm, "nfc", 3) || sz == 0) continue;
+        if (*n == *cap) {
+            int nc = *cap ? 2 * *cap : 64;
+            mapsym *ns = realloc(*out, sizeof *ns * (size_t)nc);
+            if (!ns) break;
+            *out = ns;
+            *cap = nc;
+        }
+        snprintf((*out)[*n].name, sizeof (*out)[*n].name, "%s", nm);
+        (*out)[(*n)++].size = sz;
+    }
+    if (it) LLVMDisposeSymbolIterator(it);
+    LLVMDisposeBinary(bin);
+    return 0;
+}
+
+static void write_perf_map(nfc_jit *j, const mapsym *s, int n) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/perf-%d.map", (int)getpid());
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    for (int k = 0; k < n; k++) {
+        LLVMOrcExecutorAddress a = 0;
+        LLVMErrorRef e = LLVMOrcLLJITLookup(j->j, &a, s[k].name);
+        if (e) { LLVMConsumeError(e); continue; }
+        fprintf(f, "%llx %llx %s\n", (unsigned long long)a, (unsigned long long)s[k].size, s[k].name);
+    }
+    fclose(f);
+}
+
 int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
     pthread_mutex_lock(&j->mu);
     j->stop = 1;
@@ -330,11 +375,14 @@ int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
         }
     /* all the batch's objects or none of them */
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->j);
+    mapsym *syms = NULL;
+    int nsyms = 0, capsyms = 0, perf = getenv("NFC_PERF_MAP") != NULL;
     for (int k = 0; k < j->njobs; k++) {
         segjob *jb = &j->jobs[k];
         if (jb->M) { LLVMDisposeModule(jb->M); jb->M = NULL; }   /* not reached: the workers take every job */
         if (jb->C) { LLVMContextDispose(jb->C); jb->C = NULL; }
         if (rc == 0 && keep && jb->obj) {
+            if (perf) object_symbols(jb->obj, &syms, &nsyms, &capsyms);
             LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->j, jd, jb->obj);   /* takes the buffer */
             jb->obj = NULL;
             if (e) { jit_error_msg(e, "jit: adding a segment", err, errlen); rc = -1; }
@@ -344,6 +392,8 @@ int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
         free(jb->err);
         jb->err = NULL;
     }
+    if (rc == 0 && keep && nsyms) write_perf_map(j, syms, nsyms);
+    free(syms);
     j->njobs = j->next_job = 0;
     j->stop = 0;
     return rc;

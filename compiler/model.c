@@ -150,6 +150,9 @@ static void model_cg_options(const nfc_model *m, cg_options *co) {
     co->opt_level = m->opt.opt_level;
     co->no_fuse = m->opt.no_fuse;
     co->cpu = m->opt.cpu;
+    /* profiling: smaller segments, so that a profile tells the kernels apart (docs/codegen.md) */
+    const char *sn = getenv("NFC_SEGMENT_NODES");
+    if (sn && atoi(sn) > 0) co->segment_nodes = atoi(sn);
 }
 
 /* Program p compiled by JIT j (segments on the JIT's threads as they are built), named

@@ -381,6 +381,40 @@ TEST(recompute_option) {
     }
 }
 
+/* NFC_PERF_MAP and NFC_SEGMENT_NODES (docs/codegen.md, "Profiling compiled code"): one
+ * node per segment, and every segment function in /tmp/perf-<pid>.map with the address the
+ * JIT gave it, named after its node */
+TEST(perf_map) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/perf-%d.map", (int)getpid());
+    unlink(path);
+    setenv("NFC_PERF_MAP", "1", 1);
+    setenv("NFC_SEGMENT_NODES", "1", 1);
+    nfc_model *m = compile("examples/moons.flow", NFC_BACKEND_JIT, NFC_F32, 0, 0.05);
+    unsetenv("NFC_PERF_MAP");
+    unsetenv("NFC_SEGMENT_NODES");
+    CHECK(m != NULL);
+    double x[4] = { 0.1, 0.2, -0.3, 0.4 }, lp[2];
+    CHECK(m && nfc_log_prob(m, 2, x, NULL, lp) == 0 && isfinite(lp[0]) && isfinite(lp[1]));
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "no %s", path);
+    int lines = 0, seg1 = 0, matmul = 0, bad = 0;
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long long a, sz;
+        char name[400];
+        if (sscanf(line, "%llx %llx %399s", &a, &sz, name) != 3 || a == 0 || sz == 0) { bad++; continue; }
+        lines++;
+        seg1 += strstr(name, "_log_prob.seg1.n") != NULL;
+        matmul += strstr(name, ".matmul") != NULL || strstr(name, ".add") != NULL;
+    }
+    if (f) fclose(f);
+    unlink(path);
+    CHECK(bad == 0 && lines >= 10 && seg1 == 1 && matmul > 0, "%d lines (%d bad), seg1 %d, products %d", lines, bad, seg1,
+          matmul);
+    nfc_free(m);
+}
+
 /* MADE products skip the input rows a block of outputs has no mask entry for (cg.c,
  * mm_mask_runs): at D = 32 they are taken (the IR has their run tables), and every pass,
  * sampling's loops and the gradient's transposed products included, equals the interpreter's
@@ -431,5 +465,6 @@ int main(void) {
     RUN(no_fuse_option);
     RUN(recompute_option);
     RUN(masked_products);
+    RUN(perf_map);
     return t_done();
 }
