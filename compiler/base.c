@@ -22,6 +22,12 @@ void arena_free(arena *a) {
     a->used_total = 0;
 }
 
+void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) { fputs("nfc: out of memory\n", stderr); abort(); }
+    return p;
+}
+
 void *arena_alloc(arena *a, size_t n) {
     n = (n + 15) & ~(size_t)15;
     if (n == 0) n = 16;

@@ -23,6 +23,9 @@ typedef struct {
 void  arena_init(arena *a);
 void  arena_free(arena *a);
 void *arena_alloc(arena *a, size_t n);          /* zeroed, 16-byte aligned */
+/* malloc for the compiler's short-lived work arrays: like arena_alloc, it prints
+ * "nfc: out of memory" and aborts rather than return NULL */
+void *xmalloc(size_t n);
 char *arena_strdup(arena *a, const char *s);
 char *arena_strndup(arena *a, const char *s, size_t n);
 char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -40,7 +40,7 @@ static tref cst(dctx *d, double v) { return t_const(d->p, v); }
 /* MADE masks for the dense layers of an autoregressive net over D inputs (+ C context). */
 static tref made_mask(dctx *d, const ir_net *net, int layer_k, int in_w, int out_w, int D) {
     int C = net->ctx_width;
-    int *din = malloc(sizeof(int) * (size_t)in_w), *dout = malloc(sizeof(int) * (size_t)out_w);
+    int *din = xmalloc(sizeof(int) * (size_t)in_w), *dout = xmalloc(sizeof(int) * (size_t)out_w);
     /* degrees of the previous layer */
     if (layer_k == 0) {
         for (int j = 0; j < in_w; j++) din[j] = j < in_w - C ? j + 1 : 0;
@@ -51,7 +51,7 @@ static tref made_mask(dctx *d, const ir_net *net, int layer_k, int in_w, int out
     for (int i = 0, k = 0; i < net->nl; i++)
         if (net->L[i].kind == NL_DENSE) { if (k == layer_k && i != net->nl - 1) last = 0; k++; }
     for (int o = 0; o < out_w; o++) dout[o] = last ? (o % D) + 1 : (D > 1 ? (o % (D - 1)) + 1 : 0);
-    double *m = malloc(sizeof(double) * (size_t)in_w * (size_t)out_w);
+    double *m = xmalloc(sizeof(double) * (size_t)in_w * (size_t)out_w);
     for (int i = 0; i < in_w; i++)
         for (int o = 0; o < out_w; o++) m[(size_t)i * out_w + o] = last ? (din[i] < dout[o]) : (din[i] <= dout[o]);
     tref r = t_consttensor(d->p, m, in_w, out_w);
@@ -122,7 +122,7 @@ static tref gather_part(dctx *d, tref x, const ir_node *n, int k) {
 static tref merge_parts(dctx *d, const ir_node *n, const tref *parts) {
     int np = ir_nparts(d->g, n), W = 0;
     for (int k = 0; k < np; k++) { int len; ir_part(d->g, n, k, &len); W += len; }
-    int32_t *inv = malloc(sizeof(int32_t) * (size_t)W);
+    int32_t *inv = xmalloc(sizeof(int32_t) * (size_t)W);
     int off = 0;
     for (int k = 0; k < np; k++) {
         int len;
@@ -263,7 +263,7 @@ static int fwd_op(dctx *d, ir_ref r) {
         if (n->nin > 1) { tref parts[2] = { x, d->val[n->in[1]] }; h = t_concat(p, parts, 2); }
         tref out = eval_net(d, net, h, n->width);
         int D = n->width;
-        int32_t *idx = malloc(sizeof(int32_t) * (size_t)D * 2);
+        int32_t *idx = xmalloc(sizeof(int32_t) * (size_t)D * 2);
         for (int j = 0; j < 2 * D; j++) idx[j] = j;
         tref raw = t_gather(p, out, idx, D), t = t_gather(p, out, idx + D, D);
         free(idx);
@@ -307,7 +307,7 @@ static int inv_op(dctx *d, ir_ref r) {
     }
     case IR_PERMUTE: {
         int D = n->naux;
-        int32_t *inv = malloc(sizeof(int32_t) * (size_t)D);
+        int32_t *inv = xmalloc(sizeof(int32_t) * (size_t)D);
         for (int j = 0; j < D; j++) inv[d->g->ints[n->aux + j]] = j;
         x = t_gather(p, y, inv, D);
         free(inv);
@@ -358,7 +358,7 @@ static int inv_op(dctx *d, ir_ref r) {
         const ir_net *net = &d->g->nets[n->iattr[1]];
         int D = n->width;
         tref ctx = n->nin > 1 ? d->val[n->in[1]] : -1;
-        int32_t *idx = malloc(sizeof(int32_t) * (size_t)D * 2);
+        int32_t *idx = xmalloc(sizeof(int32_t) * (size_t)D * 2);
         for (int j = 0; j < 2 * D; j++) idx[j] = j;
         tref logs = -1, scale = -1;
         tref b = t_loop_begin(p, y, D);
