@@ -568,7 +568,7 @@ static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, 
         LLVMValueRef l = mathf(x, MF_LOG1P, mathf(x, MF_EXP, fneg(x, fabs_(x, a))));
         return fsub(x, sel(x, fcmp(x, LLVMRealOLT, a, zero), a, zero), l);
     }
-    case T_RELU: return sel(x, fcmp(x, LLVMRealOGT, a, zero), a, zero);
+    case T_RELU: return sel(x, fcmp(x, LLVMRealUGT, a, zero), a, zero);   /* NaN stays NaN */
     case T_ELU: return sel(x, fcmp(x, LLVMRealOGT, a, zero), a, mathf(x, MF_EXPM1, a));
     case T_GELU: { /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
         LLVMValueRef x3 = fmul(x, fmul(x, a, a), a);
@@ -584,8 +584,9 @@ static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, 
     case T_SUB: return fsub(x, a, b);
     case T_MUL: return fmul(x, a, b);
     case T_DIV: return fdiv(x, a, b);
-    case T_MAX: return sel(x, fcmp(x, LLVMRealOGT, a, b), a, b);
-    case T_MIN: return sel(x, fcmp(x, LLVMRealOLT, a, b), a, b);
+    /* a NaN operand gives NaN (a + b), as in PyTorch, whichever side it is on */
+    case T_MAX: return sel(x, fcmp(x, LLVMRealUNO, a, b), fadd(x, a, b), sel(x, fcmp(x, LLVMRealOGT, a, b), a, b));
+    case T_MIN: return sel(x, fcmp(x, LLVMRealUNO, a, b), fadd(x, a, b), sel(x, fcmp(x, LLVMRealOLT, a, b), a, b));
     case T_SELECT: return sel(x, fcmp(x, LLVMRealOGT, a, zero), b, c);
     default:
         cg_fail(x, "%s: codegen: op %s is not elementwise", x->p->name, t_ops[nd->op].name);

@@ -115,7 +115,7 @@ static double ref_un(int op, double x, double a) {
     case T_SIGMOID: return 1 / (1 + exp(-x));
     case T_LOGSIGMOID: return -softplus(-x);
     case T_SOFTPLUS: return softplus(x);
-    case T_RELU: return x > 0 ? x : 0;
+    case T_RELU: return x > 0 || isnan(x) ? x : 0;   /* NaN stays NaN, as in PyTorch */
     case T_ELU: return x > 0 ? x : expm1(x);
     case T_GELU: return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
     case T_LEAKY: return x > 0 ? x : a * x;
@@ -133,8 +133,8 @@ static double ref_bin(int op, double a, double b) {
     case T_SUB: return a - b;
     case T_MUL: return a * b;
     case T_DIV: return a / b;
-    case T_MAX: return a > b ? a : b;
-    case T_MIN: return a < b ? a : b;
+    case T_MAX: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;   /* NaN if either is */
+    case T_MIN: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
     }
     return NAN;
 }
