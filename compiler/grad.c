@@ -72,7 +72,7 @@ static void acc(gctx *c, tref v, tref g) {
 static tref lu_param_adj(gctx *c, tref gy, tref lg, tref x, tref lu) {
     tprog *p = c->p;
     int D = TN(c, x)->w;
-    double *lower = malloc(sizeof(double) * (size_t)D * D), *upper = malloc(sizeof(double) * (size_t)D * D);
+    double *lower = xmalloc(sizeof(double) * (size_t)D * D), *upper = xmalloc(sizeof(double) * (size_t)D * D);
     for (int r = 0; r < D; r++)
         for (int q = 0; q < D; q++) { lower[r * D + q] = r > q; upper[r * D + q] = r < q; }
     tref u = t_lu(p, T_LU_U, x, lu);
@@ -154,7 +154,7 @@ static int vjp(gctx *c, tref i) {
         int off = 0;
         for (int k = 0; k < n.nin; k++) {
             int w = TN(c, n.in[k])->w;
-            int32_t *idx = malloc(sizeof(int32_t) * (size_t)w);
+            int32_t *idx = xmalloc(sizeof(int32_t) * (size_t)w);
             for (int j = 0; j < w; j++) idx[j] = off + j;
             acc(c, n.in[k], t_gather(p, gf, idx, w));
             free(idx);
