@@ -15,6 +15,8 @@
 #define MAX_NODES 200000
 #define MAX_REPEAT_ITERS 1000000   /* iterations of all repeat loops of a flow together */
 #define MAX_WIDTH (1 << 20)
+/* the most values of one parameter tensor: its sizes are int (tensor IR, the kernels) */
+#define MAX_TENSOR 2147483647
 
 typedef struct { const char *name; ir_ref ref; loc_t loc; } binding;
 typedef struct { const char *name; int64_t val; } intvar;
@@ -536,6 +538,11 @@ static void expand_net(sema *s, recipe *r, int in_width, int ctx_width, int out_
     for (int i = 0; i < net.nl; i++) {
         ir_netlayer *l = &net.L[i];
         if (l->kind != NL_DENSE) continue;
+        if ((int64_t)w * l->width > MAX_TENSOR) {
+            diag_error(s->dc, r->loc, "dense layer %d of this net has a %d x %d weight matrix: %lld values, more than the %d "
+                       "that one tensor may hold", k + 1, w, l->width, (long long)w * l->width, MAX_TENSOR);
+            return;
+        }
         l->param_w = ir_add_param(g, r->node, arena_printf(s->ar, "%s.dense%d.w", r->prefix, k), 2, w, l->width,
                                   l->zero_init ? INIT_ZERO : INIT_UNIFORM_FANIN, w);
         l->param_b = ir_add_param(g, r->node, arena_printf(s->ar, "%s.dense%d.b", r->prefix, k), 1, l->width, 1, INIT_ZERO, w);
@@ -750,6 +757,11 @@ static ir_ref simple_param_layer(sema *s, const ast *c, ir_ref x, ir_op op) {
         ir_add_param(s->g, y, arena_printf(s->ar, "%s.log_scale", s->prefix), 1, D, 1, INIT_ZERO, 0);
         ir_add_param(s->g, y, arena_printf(s->ar, "%s.bias", s->prefix), 1, D, 1, INIT_ZERO, 0);
     } else if (op == IR_LINEAR_LU) {
+        if ((int64_t)D * D > MAX_TENSOR) {
+            diag_error(s->dc, c->name_loc, "a %d x %d LU matrix has %lld values, more than the %d that one tensor may hold",
+                       D, D, (long long)D * D, MAX_TENSOR);
+            return IR_NONE;
+        }
         ir_add_param(s->g, y, arena_printf(s->ar, "%s.lu", s->prefix), 2, D, D, INIT_ZERO, 0);
         ir_add_param(s->g, y, arena_printf(s->ar, "%s.bias", s->prefix), 1, D, 1, INIT_ZERO, 0);
     }
