@@ -206,7 +206,17 @@ uint64_t rt_train_data_hash(const rt_train_data *d, int D, int C);
  * for AVX-512 and AVX2 too, chosen when the program starts (GCC's and clang's target_clones).
  * Each value's arithmetic is the same IEEE operations in every version (C11 mode: no FMA
  * contraction), so the results are the same bits on every machine. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+/* Not under the sanitizers: the clones' ifunc resolvers run while the program is being
+ * loaded, before a sanitizer's runtime is set up, and their instrumentation crashes there. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define RT_NO_CLONES 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define RT_NO_CLONES 1
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(RT_NO_CLONES)
 #define RT_PARAM_LOOP __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define RT_PARAM_LOOP
