@@ -66,8 +66,8 @@ void cg_llvm_init(void) { pthread_once(&cg_once, cg_init_once); }
 
 static char *xstrdup(const char *s) {
     size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
+    char *d = xmalloc(n);   /* out of memory: a message and an abort (base.h) */
+    memcpy(d, s, n);
     return d;
 }
 
