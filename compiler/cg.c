@@ -1822,6 +1822,35 @@ static void open_segment(cgx *x, cg_module *m, const char *name, int *nseg, int 
     tile_mask(x);
 }
 
+/* The code run once per call, before the tile loop (epilogue 0: the prologue's unbatched
+ * nodes, reduction accumulators zeroed) or after it (1: the reductions finished, the nodes
+ * that depend on them), in segments of seg_nodes nodes called with `once`'s arguments. */
+static void once_section(cgx *x, cg_module *m, const char *name, int *nseg, LLVMValueRef main_fn, LLVMValueRef *once,
+                         int epilogue) {
+    const tprog *p = x->p;
+    int count = 0;
+    for (int i = 0; i < p->nn && !x->failed; i++) {
+        if (!x->live[i]) continue;
+        if (epilogue ? p->nodes[i].rows == 0 || x->sec[i] != SEC_EPILOGUE : !prologue_code(x, i)) continue;
+        if (x->seg_nodes > 0 && count == 0) open_segment(x, m, name, nseg, i);
+        if (t_ops[p->nodes[i].op].flags & TF_RED) {
+            if (epilogue) red_finish(x, i);
+            else red_zero(x, i);
+        } else {
+            unbatched_node(x, i);
+        }
+        if (x->seg_nodes > 0 && ++count >= x->seg_nodes) {
+            LLVMBuildRetVoid(x->b);
+            close_segment(x, main_fn, once);
+            count = 0;
+        }
+    }
+    if (x->seg_nodes > 0 && count > 0) {
+        LLVMBuildRetVoid(x->b);
+        close_segment(x, main_fn, once);
+    }
+}
+
 static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     const tprog *p = x->p;
     int nn = p->nn;
@@ -1925,22 +1954,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     int seg_nodes = x->seg_nodes, nseg = 0, inloop = 0, count = 0;
 
     /* prologue: unbatched values, once per call; reduction accumulators to 0 */
-    for (int i = 0; i < nn && !x->failed; i++) {
-        if (!x->live[i] || !prologue_code(x, i)) continue;
-        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg, i);
-        if (t_ops[p->nodes[i].op].flags & TF_RED) red_zero(x, i);
-        else unbatched_node(x, i);
-        if (seg_nodes > 0 && ++count >= seg_nodes) {
-            LLVMBuildRetVoid(x->b);
-            close_segment(x, main_fn, once);
-            count = 0;
-        }
-    }
-    if (seg_nodes > 0 && count > 0) {
-        LLVMBuildRetVoid(x->b);
-        close_segment(x, main_fn, once);
-        count = 0;
-    }
+    once_section(x, m, name, &nseg, main_fn, once, 0);
 
     /* tiles of V rows */
     cgloop Lt;
@@ -1972,21 +1986,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     loop_close(x, &Lt, NULL, x->V);
 
     /* epilogue: the sums over the batch, what depends on them; then the gradient outputs */
-    for (int i = 0; i < nn && !x->failed; i++) {
-        if (!x->live[i] || p->nodes[i].rows == 0 || x->sec[i] != SEC_EPILOGUE) continue;
-        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg, i);
-        if (t_ops[p->nodes[i].op].flags & TF_RED) red_finish(x, i);
-        else unbatched_node(x, i);
-        if (seg_nodes > 0 && ++count >= seg_nodes) {
-            LLVMBuildRetVoid(x->b);
-            close_segment(x, main_fn, once);
-            count = 0;
-        }
-    }
-    if (seg_nodes > 0 && count > 0) {
-        LLVMBuildRetVoid(x->b);
-        close_segment(x, main_fn, once);
-    }
+    once_section(x, m, name, &nseg, main_fn, once, 1);
     if (p->ngrad && !x->failed) write_grads(x);
     LLVMBuildRetVoid(x->b);
     return x->failed ? -1 : off;
