@@ -3,8 +3,10 @@
  * once with the arena; diagnostics printed by diag_render() as file:line:col, line, caret. */
 #include "base.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ---- arena ---- */
 struct arena_block {
@@ -26,6 +28,23 @@ void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) { fputs("nfc: out of memory\n", stderr); abort(); }
     return p;
+}
+
+void *big_calloc(size_t n, size_t size) {
+    if (size && n > SIZE_MAX / size) return NULL;
+    size_t bytes = n * size, huge = (size_t)2 << 20;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= huge && bytes <= SIZE_MAX - huge) {
+        size_t rounded = (bytes + huge - 1) / huge * huge;
+        void *p = aligned_alloc(huge, rounded);
+        if (p) {
+            madvise(p, rounded, MADV_HUGEPAGE);   /* a hint: 4 KiB pages if refused */
+            memset(p, 0, bytes);
+            return p;
+        }
+    }
+#endif
+    return calloc(n ? n : 1, size ? size : 1);
 }
 
 void *arena_alloc(arena *a, size_t n) {

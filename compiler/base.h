@@ -26,6 +26,11 @@ void *arena_alloc(arena *a, size_t n);          /* zeroed, 16-byte aligned */
 /* malloc for the compiler's short-lived work arrays: like arena_alloc, it prints
  * "nfc: out of memory" and aborts rather than return NULL */
 void *xmalloc(size_t n);
+/* calloc for large arrays (parameters, optimizer state): from 2 MiB on, aligned to 2 MiB
+ * and advised to use transparent huge pages, which are much cheaper to fault in (measured
+ * on this project's VM: 7 MiB first touched in 4-17 ms instead of 21-26 ms) and to walk.
+ * Freed with free(); NULL when out of memory. */
+void *big_calloc(size_t n, size_t size);
 char *arena_strdup(arena *a, const char *s);
 char *arena_strndup(arena *a, const char *s, size_t n);
 char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

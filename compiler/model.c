@@ -247,8 +247,8 @@ static nfc_model *compile(const char *name, const char *text, size_t len, const 
     m->C = m->g->context != IR_NONE ? m->g->nodes[m->g->context].width : 0;
     m->off = arena_alloc(&m->ar, sizeof(int64_t) * (size_t)(m->g->np + 1));
     m->ptotal = tir_param_offsets(m->g, m->off);
-    m->params = calloc((size_t)m->ptotal + 1, sizeof(double));
-    m->paramsf = calloc((size_t)m->ptotal + 1, sizeof(float));
+    m->params = big_calloc((size_t)m->ptotal + 1, sizeof(double));
+    m->paramsf = big_calloc((size_t)m->ptotal + 1, sizeof(float));
     m->hash = model_hash(m->g);
     if (!m->params || !m->paramsf) {
         /* a flow within the language's limits can still have 10^10 parameters and more */

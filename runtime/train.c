@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base.h"
 #include "rt_io.h"
 
 #define CKPT_FORMAT "nfc-train-1"
@@ -823,7 +824,7 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
     ck.nparams = P;
     ck.step = step0;
     size_t pb = sizeof(double) * (size_t)(P + 1);
-    double *am = calloc(1, pb), *av = calloc(1, pb), *g = malloc(pb);
+    double *am = big_calloc(1, pb), *av = big_calloc(1, pb), *g = big_calloc(1, pb);   /* huge pages from 2 MiB */
     double *xb = malloc(sizeof(double) * (size_t)(B * D + 1)), *cbuf = malloc(sizeof(double) * (size_t)(B * C + 1));
     int64_t *order = malloc(sizeof(int64_t) * (size_t)(ntrain + 1));
     double *vxg = NULL, *vcg = NULL, *vlp = malloc(sizeof(double) * (size_t)(nvalid + 1));
