@@ -12,7 +12,8 @@
  *
  * Prints "key value" lines on stdout:
  *   rss0_kb          RSS before compiling (libraries loaded, nothing else)
- *   compile_ms       nfc_compile_file: .flow -> JIT'ed forward/inverse/log_prob/sample
+ *   compile_ms       nfc_compile_file: .flow -> parameters initialized, log_prob JIT'ed (the
+ *                    other programs are compiled on their first use, before timing)
  *   grad_compile_ms  rt_train_run from its call to its first progress event: the gradient
  *                    program's JIT compile plus the thread pool (T workers)
  *   aot_ms           nfc_aot_build of a .so (embedded weights; includes the `cc -shared` link)

@@ -28,6 +28,8 @@
 #include "randn.h"
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/BitWriter.h>
+#include <llvm-c/Linker.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/Orc.h>
@@ -50,6 +52,8 @@ struct cg_module {
     int64_t                    *tile_ws;  /* per program: the part of ws for batched values */
     int                        *nfused;   /* per program: nodes without a slot (fusion) */
     char                      **names;
+    int                         nsegs;    /* segment functions compiled (all programs) */
+    int                         nshared;  /* segment calls that reuse one of them */
 };
 
 /* ---------------------------------------------------------------- LLVM setup */
@@ -228,12 +232,34 @@ typedef struct {
     int               seg_nodes;     /* batched nodes per segment function (0: no segments) */
     LLVMBasicBlockRef seg_caller;    /* the segment being built: where the main function calls it */
     LLVMValueRef      seg_fn;
+    LLVMBasicBlockRef seg_entry, seg_body;   /* its offset loads, and its code */
+    char              seg_name[512];         /* its name if its code is new */
+    int               seg_ctx_own;           /* its module has a context of its own */
     LLVMModuleRef     mainM;         /* the cg_module's module, context and builder (x->M, x->C */
     LLVMContextRef    mainC;         /* and x->b are a segment's own while one is built with */
     LLVMBuilderRef    mainB;         /* o->segment_sink, in a context of its own: segtsc) */
     cg_target         tgt;           /* for o->segment_sink */
     LLVMValueRef     *segconst;      /* CONSTTENSOR globals copied into the segment's module */
+    /* relocatable segments (docs/codegen.md, "Shared segments"): inside a segment every
+     * workspace, parameter and gradient offset is loaded from the segment's offset table
+     * (its last argument) in its entry block, so layers of the same shape give the same IR,
+     * which is compiled once and called with each layer's table */
+    int               reloc;         /* a segment is being built */
+    LLVMBuilderRef    ob;            /* at the end of the segment's entry block */
+    LLVMValueRef      offs;          /* the table argument */
+    struct segoff    *so;            /* the offsets the segment asked for, in table order */
+    int               nso, cap_so;
+    struct segcode   *sc;            /* the segments compiled so far (all programs of the build) */
+    int               nsc, cap_sc;
+    uint64_t         *sig;           /* node_sig's memo (0: not yet) */
+    LLVMValueRef     *calls;         /* the section's segment calls: function, table, ... */
+    int               ncalls, cap_calls;
+    int               nshared;       /* segment calls that reuse compiled code */
 } cgx;
+
+struct segoff { int kind, node; int64_t v; LLVMValueRef ld; };
+struct segcode { uint64_t h; size_t len; char *txt; char *name; };
+enum { OFF_SLOT, OFF_AUX, OFF_AM, OFF_PARAM, OFF_GRAD };
 
 enum { VIRT_EW = 1, VIRT_MM = 2 };   /* cgx.virt */
 
@@ -457,10 +483,32 @@ static LLVMValueRef rfor_next(cgx *x, cgloop *L) {
 
 static const tnode *ND(cgx *x, int i) { return &x->p->nodes[i]; }
 
+/* Offset v (in elements) of what node i has of the given kind: a constant, or inside a
+ * segment the value loaded from its offset table (one entry per kind and node, in the order
+ * asked for; struct segoff). */
+static LLVMValueRef soff(cgx *x, int kind, int i, int64_t v) {
+    if (!x->reloc) return ci64(x, v);
+    for (int k = 0; k < x->nso; k++)
+        if (x->so[k].kind == kind && x->so[k].node == i) return x->so[k].ld;
+    if (x->nso == x->cap_so) {
+        int nc = x->cap_so ? 2 * x->cap_so : 32;
+        struct segoff *ns = realloc(x->so, sizeof *ns * (size_t)nc);
+        if (!ns) { cg_fail(x, "out of memory"); return ci64(x, v); }
+        x->so = ns;
+        x->cap_so = nc;
+    }
+    LLVMValueRef ld = LLVMBuildLoad2(x->ob, x->i64, LLVMBuildInBoundsGEP2(x->ob, x->i64, x->offs, (LLVMValueRef[]){ ci64(x, x->nso) }, 1, ""), "");
+    LLVMSetAlignment(ld, 8);
+    x->so[x->nso++] = (struct segoff){ kind, i, v, ld };
+    return ld;
+}
+static LLVMValueRef slot_off(cgx *x, int i) { return soff(x, OFF_SLOT, i, x->slot[i] / x->esz); }
+static LLVMValueRef aux_off(cgx *x, int i) { return soff(x, OFF_AUX, i, x->aux[i] / x->esz); }
+
 /* pointer to feature j (i64 value) of batched node i in the tile */
 static LLVMValueRef bptr(cgx *x, int i, LLVMValueRef j) {
     if (ND(x, i)->w == 1) j = ci64(x, 0);
-    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, x->slot[i] / x->esz), LLVMBuildNSWMul(x->b, j, ci64(x, x->V), ""), "");
+    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, slot_off(x, i), LLVMBuildNSWMul(x->b, j, ci64(x, x->V), ""), "");
     return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
 }
 static LLVMValueRef bload(cgx *x, int i, LLVMValueRef j) { return load(x, x->VT, bptr(x, i, j), x->valign); }
@@ -494,12 +542,13 @@ static LLVMValueRef seg_const(cgx *x, int i) {
 static LLVMValueRef ubase(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     if (nd->op == T_CONSTTENSOR) {
-        if (x->M != x->mainM) return seg_const(x, i);
+        if (x->M != x->mainM) return seg_const(x, i);   /* in a segment */
         if (!x->ubase[i]) x->ubase[i] = const_tensor_global(x, i);
         return x->ubase[i];
     }
-    if (nd->op == T_PARAM) return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_params, (LLVMValueRef[]){ ci64(x, x->poff[nd->iattr[0]]) }, 1, "");
-    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, (LLVMValueRef[]){ ci64(x, x->slot[i] / x->esz) }, 1, "");
+    if (nd->op == T_PARAM)
+        return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_params, (LLVMValueRef[]){ soff(x, OFF_PARAM, i, x->poff[nd->iattr[0]]) }, 1, "");
+    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, (LLVMValueRef[]){ slot_off(x, i) }, 1, "");
 }
 
 /* element [r][j] of unbatched node i, with broadcasting of rows == 1 and w == 1 */
@@ -540,7 +589,7 @@ static LLVMValueRef fval(cgx *x, int i, LLVMValueRef j) {
 }
 
 static LLVMValueRef auxptr(cgx *x, int i, LLVMValueRef k) {
-    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, x->aux[i] / x->esz), k, "");
+    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, aux_off(x, i), k, "");
     return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
 }
 
@@ -1144,7 +1193,7 @@ static void emit_rand(cgx *x, int i) {
             v = LLVMBuildFSub(x->b, libm1(x, "log", u[0]), libm1(x, "log1p", LLVMBuildFNeg(x->b, u[0], "")), "");
         }
         if (!x->f64mode) v = LLVMBuildFPTrunc(x->b, v, x->T, "");
-        LLVMValueRef idx = LLVMBuildAdd(x->b, ci64(x, x->slot[i] / x->esz), LLVMBuildAdd(x->b, LLVMBuildMul(x->b, c, ci64(x, x->V), ""), l, ""), "");
+        LLVMValueRef idx = LLVMBuildAdd(x->b, slot_off(x, i), LLVMBuildAdd(x->b, LLVMBuildMul(x->b, c, ci64(x, x->V), ""), l, ""), "");
         store(x, v, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->esz);
         if (x->V > 1) loop_close(x, &Ll, NULL, 1);
     }
@@ -1157,7 +1206,7 @@ static void emit_rand(cgx *x, int i) {
  * or inf computed from the zero padding never leaks in), and summed over the lanes, in lane
  * order, after the last tile. */
 static LLVMValueRef accptr(cgx *x, int i, LLVMValueRef e) {
-    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, x->aux[i] / x->esz), LLVMBuildNSWMul(x->b, e, ci64(x, x->V), ""), "");
+    LLVMValueRef idx = LLVMBuildNSWAdd(x->b, aux_off(x, i), LLVMBuildNSWMul(x->b, e, ci64(x, x->V), ""), "");
     return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
 }
 static LLVMValueRef masked(cgx *x, LLVMValueRef v) { return x->V > 1 ? sel(x, x->tmask, v, cst(x, x->VT, 0)) : v; }
@@ -1210,12 +1259,13 @@ static void transpose_vv(cgx *x, LLVMValueRef *v) {
 static void tn_accumulate(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     int A = nd->in[0], B = nd->in[1], V = x->V;
-    int64_t q = nd->w, qpad = tn_qpad(x, i), nblk = qpad / V, am = (x->aux[i] + tn_am_offset(x, i)) / x->esz;
+    int64_t q = nd->w, qpad = tn_qpad(x, i), nblk = qpad / V;
+    LLVMValueRef am = soff(x, OFF_AM, i, (x->aux[i] + tn_am_offset(x, i)) / x->esz);
     cgloop Lc, Lb, La;
     int64_t save = x->unroll;
     x->unroll = 0;   /* the loops stay loops: the bodies are already V-way unrolled */
     FOR(x, Lc, nd->rows, c) {
-        LLVMValueRef idx = LLVMBuildNSWAdd(x->b, ci64(x, am), LLVMBuildNSWMul(x->b, c, ci64(x, V), ""), "");
+        LLVMValueRef idx = LLVMBuildNSWAdd(x->b, am, LLVMBuildNSWMul(x->b, c, ci64(x, V), ""), "");
         store(x, masked(x, bload(x, A, c)), LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->valign);
     }
     FOR(x, Lb, nblk, bb) {
@@ -1231,7 +1281,7 @@ static void tn_accumulate(cgx *x, int i) {
         transpose_vv(x, bt);
         FOR(x, La, nd->rows, a) {
             LLVMValueRef part[4] = { NULL, NULL, NULL, NULL };
-            LLVMValueRef abase = LLVMBuildNSWAdd(x->b, ci64(x, am), LLVMBuildNSWMul(x->b, a, ci64(x, V), ""), "");
+            LLVMValueRef abase = LLVMBuildNSWAdd(x->b, am, LLVMBuildNSWMul(x->b, a, ci64(x, V), ""), "");
             for (int r = 0; r < V; r++) {
                 LLVMValueRef idx = LLVMBuildNSWAdd(x->b, abase, ci64(x, r), "");
                 LLVMValueRef s = load(x, x->T, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->esz);
@@ -1278,7 +1328,7 @@ static void red_accumulate(cgx *x, int i) {
 static LLVMValueRef red_dst(cgx *x, int i) {
     if (x->dgrad[i] < 0) return ubase(x, i);
     LLVMValueRef g = load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, x->p->nouts)), 8);
-    return gep(x, x->T, g, ci64(x, x->dgrad[i]));
+    return gep(x, x->T, g, soff(x, OFF_GRAD, i, x->dgrad[i]));
 }
 
 static void red_finish(cgx *x, int i) {
@@ -1641,24 +1691,29 @@ static void add_str_attr(cgx *x, LLVMValueRef f, const char *k, const char *v) {
     LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateStringAttribute(x->C, k, (unsigned)strlen(k), v, (unsigned)strlen(v)));
 }
 
-/* A function with the kernel ABI (tir.h), or with seg != 0 a segment of a program's tile
- * code: the same arguments and the tile's first row (i64 tbase) last, internal and never
- * inlined. Makes it the current function (x->fn, x->a_*). */
+/* A function with the kernel ABI (tir.h), or with seg != 0 a segment of a program's code:
+ * the same arguments, then the tile's first row (i64 tbase) and the segment's offset table
+ * (soff); never inlined. Makes it the current function (x->fn, x->a_*). */
 static LLVMTypeRef kernel_fty(cgx *x, int seg) {
-    LLVMTypeRef pt[9] = { x->i64, x->i64, x->i64, x->ptr, x->ptr, x->ptr, x->ptr, x->ptr, x->i64 };
-    return LLVMFunctionType(LLVMVoidTypeInContext(x->C), pt, seg ? 9 : 8, 0);
+    LLVMTypeRef pt[10] = { x->i64, x->i64, x->i64, x->ptr, x->ptr, x->ptr, x->ptr, x->ptr, x->i64, x->ptr };
+    return LLVMFunctionType(LLVMVoidTypeInContext(x->C), pt, seg ? 10 : 8, 0);
 }
 static LLVMValueRef kernel_fn(cgx *x, cg_module *m, const char *name, int seg) {
     LLVMTypeRef fty = kernel_fty(x, seg);
     LLVMValueRef f = LLVMAddFunction(x->M, name, fty);
-    static const char *const pname[9] = { "n", "row0", "seed", "args", "scalars", "outs", "params", "ws", "tbase" };
-    for (unsigned k = 0; k < (seg ? 9u : 8u); k++) LLVMSetValueName2(LLVMGetParam(f, k), pname[k], strlen(pname[k]));
+    static const char *const pname[10] = { "n", "row0", "seed", "args", "scalars", "outs", "params", "ws", "tbase", "offs" };
+    for (unsigned k = 0; k < (seg ? 10u : 8u); k++) LLVMSetValueName2(LLVMGetParam(f, k), pname[k], strlen(pname[k]));
     add_attr(x, f, LLVMAttributeFunctionIndex, "nounwind", 0);
     for (unsigned k = 4; k <= 8; k++) add_attr(x, f, k, "nocapture", 0);
     for (unsigned k = 4; k <= 7; k++) add_attr(x, f, k, "readonly", 0);
     add_attr(x, f, 7, "noalias", 0);
     add_attr(x, f, 8, "noalias", 0);
     add_attr(x, f, 8, "align", 64);
+    if (seg) {   /* the offset table */
+        add_attr(x, f, 10, "nocapture", 0);
+        add_attr(x, f, 10, "readonly", 0);
+        add_attr(x, f, 10, "noalias", 0);
+    }
     add_str_attr(x, f, "target-cpu", m->cpu);
     add_str_attr(x, f, "target-features", m->features);
     if (x->V > 1) {
@@ -1670,9 +1725,7 @@ static LLVMValueRef kernel_fn(cgx *x, cg_module *m, const char *name, int seg) {
         snprintf(bits, sizeof bits, "%d", 8 * vb);
         add_str_attr(x, f, "min-legal-vector-width", bits);
     }
-    if (seg) {
-        /* in a module of its own (segment_sink) it is called from the main function's module */
-        if (!x->o->segment_sink) LLVMSetLinkage(f, LLVMInternalLinkage);
+    if (seg) {   /* built in a module of its own, called through the program's call table */
         add_attr(x, f, LLVMAttributeFunctionIndex, "noinline", 0);
     }
     x->fn = f;
@@ -1731,15 +1784,20 @@ static const char *opt_pipeline(int opt_level) {
     return pipelines[opt_level < 0 ? 0 : opt_level > 3 ? 3 : opt_level];
 }
 
-/* With o->segment_sink, a segment is built in a module of its own, in an LLVM context of
- * its own (same target and data layout), which goes to the sink once the segment is
+/* A segment is built in a module of its own (same target and data layout), so that its IR
+ * can be compared with the segments built before (close_segment). With o->segment_sink
+ * the module has an LLVM context of its own too, and goes to the sink once the segment is
  * complete: the sink verifies, optimizes and compiles it (the JIT: on worker threads, while
  * the next segments are built) and frees its IR and its context (whose uniqued constants
  * would otherwise pile up for the whole program), so the memory of a program's compilation
- * does not grow with its size. */
+ * does not grow with its size. Without a sink (AOT), a new segment's module is linked into
+ * the program's module. */
 static void open_segment_module(cgx *x, const char *name) {
-    x->C = LLVMContextCreate();
-    set_types(x);
+    x->seg_ctx_own = x->o->segment_sink != NULL;
+    if (x->seg_ctx_own) {
+        x->C = LLVMContextCreate();
+        set_types(x);
+    }
     x->b = LLVMCreateBuilderInContext(x->C);
     LLVMModuleRef sm = LLVMModuleCreateWithNameInContext(name, x->C);
     LLVMSetTarget(sm, LLVMGetTarget(x->mainM));
@@ -1748,13 +1806,16 @@ static void open_segment_module(cgx *x, const char *name) {
     memset(x->segconst, 0, sizeof(LLVMValueRef) * (size_t)(x->p->nn > 0 ? x->p->nn : 1));
 }
 
-/* back to the main module's context and builder; the segment's module is returned */
-static LLVMModuleRef leave_segment_module(cgx *x) {
+/* back to the main module's context and builder; the segment's module is returned, and its
+ * context in *ctx if it has one of its own (else NULL) */
+static LLVMModuleRef leave_segment_module(cgx *x, LLVMContextRef *ctx) {
     LLVMModuleRef sm = x->M;
+    *ctx = x->seg_ctx_own ? x->C : NULL;
     LLVMDisposeBuilder(x->b);
     x->b = x->mainB;
     x->C = x->mainC;
     x->M = x->mainM;
+    x->seg_ctx_own = 0;
     set_types(x);
     return sm;
 }
@@ -1765,20 +1826,92 @@ static void finish_segment_module(cgx *x, LLVMContextRef C, LLVMModuleRef sm, co
     if (x->o->segment_sink(x->o->segment_ctx, &x->tgt, C, sm, fn, err, sizeof err)) cg_fail(x, "%s", err[0] ? err : "segment sink failed");
 }
 
-/* back in the program's function after a segment: call it from the tile loop */
+static uint64_t fnv1a(const char *t, size_t n, uint64_t h) {
+    for (size_t k = 0; k < n; k++) h = (h ^ (unsigned char)t[k]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Back in the program's function after a segment. A segment whose module (built with the
+ * placeholder names "nfc.seg", written as bitcode) is byte for byte that of a segment built
+ * before is dropped, and the earlier function is called instead: the same IR is the same
+ * code, and the offset table makes it compute this segment's values, so sharing is exact
+ * whatever made the two equal. A new segment gets its own name (seg_name) and goes to the
+ * sink (or, without one, is linked into the program's module). The call, the function and
+ * this segment's offset table, is added to the section's list (emit_section). */
 static void close_segment(cgx *x, LLVMValueRef main_fn, LLVMValueRef *margs) {
-    LLVMValueRef callee = x->seg_fn;
+    LLVMPositionBuilderAtEnd(x->ob, x->seg_entry);
+    LLVMBuildBr(x->ob, x->seg_body);
+    LLVMDisposeBuilder(x->ob);
+    x->ob = NULL;
+    x->reloc = 0;
+    LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(x->M);
+    size_t len = LLVMGetBufferSize(bc);
+    char *txt = xmalloc(len + 1);
+    memcpy(txt, LLVMGetBufferStart(bc), len);
+    txt[len] = 0;
+    LLVMDisposeMemoryBuffer(bc);
+    uint64_t h = fnv1a(txt, len, 0xcbf29ce484222325ull);
+    int hit = -1;
+    for (int k = 0; k < x->nsc && hit < 0; k++)
+        if (x->sc[k].h == h && x->sc[k].len == len && !memcmp(x->sc[k].txt, txt, len)) hit = k;
+    char fn[512];
+    LLVMContextRef sctx = NULL;
     LLVMModuleRef sm = NULL;
-    LLVMContextRef sc = NULL;
-    char fn[512] = "";
-    if (x->M != x->mainM) {   /* a module of its own: the main module declares the segment */
-        size_t len = 0;
-        const char *nm = LLVMGetValueName2(x->seg_fn, &len);
-        snprintf(fn, sizeof fn, "%.*s", (int)len, nm);
-        sc = x->C;
-        sm = leave_segment_module(x);
+    if (hit >= 0) {
+        snprintf(fn, sizeof fn, "%s", x->sc[hit].name);
+        LLVMDisposeModule(leave_segment_module(x, &sctx));
+        if (sctx) LLVMContextDispose(sctx);
+        sctx = NULL;
+        x->nshared++;
+        free(txt);
+    } else {
+        snprintf(fn, sizeof fn, "%s", x->seg_name);
+        LLVMSetValueName2(x->seg_fn, fn, strlen(fn));
+        LLVMSetModuleIdentifier(x->M, fn, strlen(fn));
+        if (x->nsc == x->cap_sc) {
+            int nc = x->cap_sc ? 2 * x->cap_sc : 32;
+            struct segcode *ns = realloc(x->sc, sizeof *ns * (size_t)nc);
+            if (!ns) cg_fail(x, "out of memory");
+            else { x->sc = ns; x->cap_sc = nc; }
+        }
+        if (x->nsc < x->cap_sc) x->sc[x->nsc++] = (struct segcode){ h, len, txt, xstrdup(fn) };
+        else free(txt);
+        sm = leave_segment_module(x, &sctx);
+        if (!sctx) {   /* no sink: into the program's module, where it is internal */
+            if (LLVMLinkModules2(x->mainM, sm)) cg_fail(x, "codegen: cannot link segment %s", fn);
+            sm = NULL;
+            LLVMValueRef f = LLVMGetNamedFunction(x->mainM, fn);
+            if (f) LLVMSetLinkage(f, LLVMInternalLinkage);
+        }
+    }
+    LLVMValueRef callee = LLVMGetNamedFunction(x->mainM, fn);
+    if (!callee) {   /* compiled by the sink: the program's module declares it */
         callee = LLVMAddFunction(x->mainM, fn, kernel_fty(x, 1));
         add_attr(x, callee, LLVMAttributeFunctionIndex, "nounwind", 0);
+    }
+    /* this call's offset table */
+    LLVMValueRef tab = LLVMConstNull(x->ptr);
+    if (x->nso > 0) {
+        LLVMValueRef *c = xmalloc(sizeof(LLVMValueRef) * (size_t)x->nso);
+        for (int k = 0; k < x->nso; k++) c[k] = ci64(x, x->so[k].v);
+        LLVMTypeRef aty = LLVMArrayType2(x->i64, (uint64_t)x->nso);
+        tab = LLVMAddGlobal(x->mainM, aty, "segoffs");
+        LLVMSetInitializer(tab, LLVMConstArray2(x->i64, c, (uint64_t)x->nso));
+        free(c);
+        LLVMSetGlobalConstant(tab, 1);
+        LLVMSetLinkage(tab, LLVMPrivateLinkage);
+        LLVMSetUnnamedAddress(tab, LLVMGlobalUnnamedAddr);
+        LLVMSetAlignment(tab, 8);
+    }
+    if (x->ncalls + 2 > x->cap_calls) {
+        int nc = x->cap_calls ? 2 * x->cap_calls : 64;
+        LLVMValueRef *ncl = realloc(x->calls, sizeof *ncl * (size_t)nc);
+        if (!ncl) cg_fail(x, "out of memory");
+        else { x->calls = ncl; x->cap_calls = nc; }
+    }
+    if (x->ncalls + 2 <= x->cap_calls) {
+        x->calls[x->ncalls++] = callee;
+        x->calls[x->ncalls++] = tab;
     }
     x->fn = main_fn;
     x->a_n = margs[0];
@@ -1791,10 +1924,7 @@ static void close_segment(cgx *x, LLVMValueRef main_fn, LLVMValueRef *margs) {
     x->a_ws = margs[7];
     x->tbase = margs[8];
     LLVMPositionBuilderAtEnd(x->b, x->seg_caller);
-    LLVMBuildCall2(x->b, LLVMGlobalGetValueType(callee), callee, margs, 9, "");
-    load_io(x);     /* for what follows in the main function (dead code if nothing; removed) */
-    tile_mask(x);
-    if (sm) finish_segment_module(x, sc, sm, fn);
+    if (sm) finish_segment_module(x, sctx, sm, fn);
 }
 
 /* does the prologue emit code for node i (a live node)? reductions zero their accumulators,
@@ -1808,47 +1938,236 @@ static int prologue_code(cgx *x, int i) {
     return nd->op != T_PARAM && nd->op != T_CONST && nd->op != T_CONSTTENSOR;
 }
 
-/* start segment function number *nseg of program `name` (its own module with a sink) */
-/* a segment starting at node i is named <name>.seg<k>.n<i>.<op> (what a profile shows) */
+/* start segment function number *nseg of program `name` (its own module with a sink); a
+ * segment starting at node i is named <name>.seg<k>.n<i>.<op> (what a profile shows) if its
+ * code is new (close_segment). Its entry block holds the loads of its offset table. */
 static void open_segment(cgx *x, cg_module *m, const char *name, int *nseg, int i) {
-    char sname[512];
-    snprintf(sname, sizeof sname, "%s.seg%d.n%d.%s", name, (*nseg)++, i, t_ops[x->p->nodes[i].op].name);
+    if (i < 0) snprintf(x->seg_name, sizeof x->seg_name, "%s.seg%d.out", name, (*nseg)++);
+    else snprintf(x->seg_name, sizeof x->seg_name, "%s.seg%d.n%d.%s", name, (*nseg)++, i, t_ops[x->p->nodes[i].op].name);
     x->seg_caller = LLVMGetInsertBlock(x->b);
-    if (x->o->segment_sink) open_segment_module(x, sname);
-    x->seg_fn = kernel_fn(x, m, sname, 1);
-    LLVMPositionBuilderAtEnd(x->b, LLVMAppendBasicBlockInContext(x->C, x->seg_fn, "entry"));
+    open_segment_module(x, "nfc.seg");
+    x->seg_fn = kernel_fn(x, m, "nfc.seg", 1);
+    x->seg_entry = LLVMAppendBasicBlockInContext(x->C, x->seg_fn, "entry");
+    x->seg_body = LLVMAppendBasicBlockInContext(x->C, x->seg_fn, "body");
+    x->ob = LLVMCreateBuilderInContext(x->C);
+    LLVMPositionBuilderAtEnd(x->ob, x->seg_entry);
+    x->offs = LLVMGetParam(x->seg_fn, 9);
+    x->nso = 0;
+    x->reloc = 1;
+    LLVMPositionBuilderAtEnd(x->b, x->seg_body);
     load_io(x);
     x->tbase = LLVMGetParam(x->seg_fn, 8);
     tile_mask(x);
 }
 
+/* ---------------------------------------------------------------- segments and their plan */
+
+static uint64_t mix_u64(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull + (h >> 29); }
+
+/* A hash of what node i's code depends on apart from its offsets (op, shape, attributes,
+ * index and constant contents, fusion, its operands' kinds); only the plan below uses it,
+ * to find repeated layers: sharing itself is decided on the IR (close_segment). */
+static uint64_t node_sig(cgx *x, int i) {
+    if (x->sig[i]) return x->sig[i];
+    const tnode *nd = ND(x, i);
+    uint64_t h = 0xcbf29ce484222325ull, fb;
+    memcpy(&fb, &nd->fattr[0], sizeof fb);
+    h = mix_u64(h, ((uint64_t)nd->op << 48) ^ ((uint64_t)(uint32_t)nd->w << 16) ^ (uint64_t)nd->nin);
+    /* a parameter's index only moves its offset */
+    h = mix_u64(h, ((uint64_t)(uint32_t)nd->rows << 32) ^ (uint64_t)(uint32_t)(nd->op == T_PARAM ? 0 : nd->iattr[0]));
+    h = mix_u64(h, ((uint64_t)(uint32_t)nd->iattr[1] << 32) ^ (uint64_t)(uint32_t)nd->naux);
+    h = mix_u64(h, fb);
+    h = mix_u64(h, ((uint64_t)x->virt[i] << 24) ^ ((uint64_t)x->sec[i] << 16) ^ ((uint64_t)x->sep[i] << 8)
+                       ^ (uint64_t)(x->dgrad[i] >= 0) ^ ((uint64_t)(x->rmm[i] >= 0) << 1));
+    if (nd->op == T_GATHER || nd->op == T_SCATTER)
+        for (int k = 0; k < nd->naux; k++) h = mix_u64(h, (uint64_t)(uint32_t)x->p->ints[nd->aux + k]);
+    if (nd->op == T_CONSTTENSOR)
+        for (int64_t k = 0; k < (int64_t)nd->rows * nd->w; k++) {
+            memcpy(&fb, &x->p->consts[nd->aux + k], sizeof fb);
+            h = mix_u64(h, fb);
+        }
+    for (int k = 0; k < nd->nin; k++) {
+        int a = nd->in[k];
+        const tnode *in = ND(x, a);
+        h = mix_u64(h, ((uint64_t)in->op << 40) ^ ((uint64_t)(uint32_t)in->w << 8) ^ (uint64_t)x->virt[a]);
+        h = mix_u64(h, (uint64_t)(uint32_t)in->rows);
+        if (x->virt[a] || in->rows != 0) h = mix_u64(h, node_sig(x, a));   /* computed inline, or a constant */
+    }
+    if (x->rmm[i] >= 0) h = mix_u64(h, node_sig(x, x->rmm[i]));
+    if (!h) h = 1;
+    return x->sig[i] = h;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t u = *(const uint64_t *)a, v = *(const uint64_t *)b;
+    return u < v ? -1 : u > v;
+}
+/* does h occur at least twice in the sorted array s[0..n)? */
+static int occurs_twice(const uint64_t *s, int n, uint64_t h) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (s[mid] < h) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo + 1 < n && s[lo] == h && s[lo + 1] == h;
+}
+
+/* the items that start a unit: products, sums over the batch and LU nodes */
+static int anchor_op(int op) {
+    if (op >= T_NUM_OPS) return 0;
+    return op == T_MATMUL || op == T_MATMUL_NT || (t_ops[op].flags & TF_RED) || op == T_LU_FWD || op == T_LU_INV
+        || op == T_LU_U || op == T_LU_UT || op == T_LU_INVT;
+}
+
+/* Cut n items (node indices in emission order; -1: the outputs, after the last node) into
+ * segments; writes the end of each segment (exclusive) to ends and returns how many. The
+ * items are cut into units: before every anchor, after the root of a fused product (its
+ * epilogue done), after seg_nodes items, never inside a tensor-IR loop. So a layer is cut
+ * the same way wherever it occurs, whatever precedes it. A unit that occurs more than once
+ * (by node_sig, e.g. the same hidden layer in every coupling) is a segment of its own, or
+ * with the units that always come with it (join), so that close_segment finds its code
+ * again; runs of units that occur once are packed into segments of up to seg_nodes items
+ * (fewer calls). */
+static int plan_segments(cgx *x, const int *it, int n, int *ends) {
+    int *ust = xmalloc(sizeof(int) * (size_t)(n + 1));
+    uint64_t *uh = xmalloc(sizeof(uint64_t) * (size_t)(n + 1)), *sorted = xmalloc(sizeof(uint64_t) * (size_t)(n + 1));
+    int nu = 0, inloop = 0, ulen = 0, S = x->seg_nodes, after_root = 0;
+    for (int k = 0; k < n; k++) {
+        if (it[k] < 0 && k > 0) { ulen++; continue; }   /* the outputs: with the last unit */
+        int op = it[k] < 0 ? T_NUM_OPS : x->p->nodes[it[k]].op;
+        if (k == 0 || (!inloop && (anchor_op(op) || after_root || ulen >= S))) { ust[nu++] = k; ulen = 0; }
+        after_root = it[k] >= 0 && x->rmm[it[k]] >= 0;
+        ulen++;
+        if (op == T_LOOP_BEGIN) inloop = 1;
+        if (op == T_LOOP_END) inloop = 0;
+    }
+    ust[nu] = n;
+    for (int u = 0; u < nu; u++) {
+        uint64_t h = (uint64_t)(ust[u + 1] - ust[u]);
+        for (int k = ust[u]; k < ust[u + 1]; k++) h = mix_u64(h, it[k] < 0 ? 0x5eedull : node_sig(x, it[k]));
+        uh[u] = sorted[u] = h;
+    }
+    qsort(sorted, (size_t)nu, sizeof *sorted, cmp_u64);
+    /* join[u]: unit u is always followed by unit u + 1's kind, which is always preceded by
+     * u's: together they occur exactly as often as each alone, so one segment for both
+     * shares as much code as two, with one call instead of two (an MLP's products) */
+    char *join = xmalloc((size_t)nu + 1);
+    for (int u = 0; u + 1 < nu; u++) {
+        int ok = 1;
+        for (int v = 0; v < nu && ok; v++) {
+            if (uh[v] == uh[u]) ok = v + 1 < nu && uh[v + 1] == uh[u + 1];
+            if (ok && uh[v] == uh[u + 1]) ok = v > 0 && uh[v - 1] == uh[u];
+        }
+        join[u] = (char)ok;
+    }
+    if (nu > 0) join[nu - 1] = 0;
+    int ng = 0, cnt = 0;
+    for (int u = 0; u < nu;) {
+        int len = ust[u + 1] - ust[u];
+        if (occurs_twice(sorted, nu, uh[u])) {
+            if (cnt > 0) ends[ng++] = ust[u];
+            int e = u + 1;
+            while (join[e - 1] && ust[e + 1] - ust[u] <= S) e++;
+            ends[ng++] = ust[e];
+            cnt = 0;
+            u = e;
+            continue;
+        }
+        if (cnt > 0 && cnt + len > S) { ends[ng++] = ust[u]; cnt = 0; }
+        cnt += len;
+        u++;
+    }
+    free(join);
+    if (cnt > 0) ends[ng++] = n;
+    free(ust);
+    free(uh);
+    free(sorted);
+    return ng;
+}
+
+typedef void (*item_fn)(cgx *x, int i);
+static void item_tile(cgx *x, int i) {
+    if (i < 0) {   /* after the last node: the outputs */
+        for (int k = 0; k < x->p->nouts && !x->failed; k++) store_out(x, k);
+        return;
+    }
+    if (t_ops[x->p->nodes[i].op].flags & TF_RED) red_accumulate(x, i);
+    else tile_node(x, i);
+}
+static void item_prologue(cgx *x, int i) {
+    if (t_ops[x->p->nodes[i].op].flags & TF_RED) red_zero(x, i);
+    else unbatched_node(x, i);
+}
+static void item_epilogue(cgx *x, int i) {
+    if (t_ops[x->p->nodes[i].op].flags & TF_RED) red_finish(x, i);
+    else unbatched_node(x, i);
+}
+
+/* Emit the items of a section (the prologue, the tile loop's body, the epilogue) into the
+ * current function, or with segments as the calls of the segments plan_segments cuts,
+ * each built and closed (close_segment) in turn. */
+static void emit_section(cgx *x, cg_module *m, const char *name, int *nseg, LLVMValueRef main_fn, LLVMValueRef *args,
+                         const int *it, int n, item_fn f) {
+    if (x->seg_nodes <= 0 || n == 0) {
+        for (int k = 0; k < n && !x->failed; k++) f(x, it[k]);
+        return;
+    }
+    int *ends = xmalloc(sizeof(int) * (size_t)n);
+    int ng = plan_segments(x, it, n, ends);
+    x->ncalls = 0;
+    for (int g = 0, s = 0; g < ng && !x->failed; s = ends[g++]) {
+        open_segment(x, m, name, nseg, it[s]);
+        for (int k = s; k < ends[g] && !x->failed; k++) f(x, it[k]);
+        if (x->failed) break;
+        LLVMBuildRetVoid(x->b);
+        close_segment(x, main_fn, args);
+    }
+    free(ends);
+    if (x->failed || x->ncalls == 0) return;
+    /* the calls, from a table of (function, offset table) pairs: the program's function
+     * stays one small loop however many segments there are, so it compiles in constant time */
+    int nc = x->ncalls / 2;
+    LLVMTypeRef pair = LLVMStructTypeInContext(x->C, (LLVMTypeRef[]){ x->ptr, x->ptr }, 2, 0);
+    LLVMValueRef *ent = xmalloc(sizeof(LLVMValueRef) * (size_t)nc);
+    for (int k = 0; k < nc; k++) ent[k] = LLVMConstNamedStruct(pair, x->calls + 2 * k, 2);
+    LLVMValueRef tab = LLVMAddGlobal(x->M, LLVMArrayType2(pair, (uint64_t)nc), "segcalls");
+    LLVMSetInitializer(tab, LLVMConstArray2(pair, ent, (uint64_t)nc));
+    free(ent);
+    LLVMSetGlobalConstant(tab, 1);
+    LLVMSetLinkage(tab, LLVMPrivateLinkage);
+    LLVMSetUnnamedAddress(tab, LLVMGlobalUnnamedAddr);
+    LLVMValueRef a[10];
+    memcpy(a, args, 9 * sizeof *a);
+    LLVMTypeRef fty = kernel_fty(x, 1);
+    if (nc == 1) {
+        a[9] = x->calls[1];
+        LLVMBuildCall2(x->b, fty, x->calls[0], a, 10, "");
+        return;
+    }
+    cgloop L;
+    loop_open(x, &L, ci64(x, 0), ci64(x, nc), 0, NULL);
+    LLVMValueRef e = LLVMBuildInBoundsGEP2(x->b, pair, tab, &L.iv, 1, "");
+    LLVMValueRef fp = load(x, x->ptr, e, 8);
+    a[9] = load(x, x->ptr, LLVMBuildStructGEP2(x->b, pair, e, 1, ""), 8);
+    LLVMBuildCall2(x->b, fty, fp, a, 10, "");
+    loop_close(x, &L, NULL, 1);
+}
+
 /* The code run once per call, before the tile loop (epilogue 0: the prologue's unbatched
  * nodes, reduction accumulators zeroed) or after it (1: the reductions finished, the nodes
- * that depend on them), in segments of seg_nodes nodes called with `once`'s arguments. */
+ * that depend on them), called with `once`'s arguments. */
 static void once_section(cgx *x, cg_module *m, const char *name, int *nseg, LLVMValueRef main_fn, LLVMValueRef *once,
                          int epilogue) {
     const tprog *p = x->p;
-    int count = 0;
-    for (int i = 0; i < p->nn && !x->failed; i++) {
+    int *it = xmalloc(sizeof(int) * (size_t)(p->nn > 0 ? p->nn : 1)), n = 0;
+    for (int i = 0; i < p->nn; i++) {
         if (!x->live[i]) continue;
         if (epilogue ? p->nodes[i].rows == 0 || x->sec[i] != SEC_EPILOGUE : !prologue_code(x, i)) continue;
-        if (x->seg_nodes > 0 && count == 0) open_segment(x, m, name, nseg, i);
-        if (t_ops[p->nodes[i].op].flags & TF_RED) {
-            if (epilogue) red_finish(x, i);
-            else red_zero(x, i);
-        } else {
-            unbatched_node(x, i);
-        }
-        if (x->seg_nodes > 0 && ++count >= x->seg_nodes) {
-            LLVMBuildRetVoid(x->b);
-            close_segment(x, main_fn, once);
-            count = 0;
-        }
+        it[n++] = i;
     }
-    if (x->seg_nodes > 0 && count > 0) {
-        LLVMBuildRetVoid(x->b);
-        close_segment(x, main_fn, once);
-    }
+    emit_section(x, m, name, nseg, main_fn, once, it, n, epilogue ? item_epilogue : item_prologue);
+    free(it);
 }
 
 static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
@@ -1951,38 +2270,26 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     LLVMValueRef main_fn = x->fn, margs[9], once[9];
     for (unsigned k = 0; k < 8; k++) margs[k] = once[k] = LLVMGetParam(main_fn, k);
     once[8] = ci64(x, 0);
-    int seg_nodes = x->seg_nodes, nseg = 0, inloop = 0, count = 0;
+    int nseg = 0;
 
     /* prologue: unbatched values, once per call; reduction accumulators to 0 */
     once_section(x, m, name, &nseg, main_fn, once, 0);
 
-    /* tiles of V rows */
+    /* tiles of V rows; the outputs are stored by the program's function */
     cgloop Lt;
     loop_open(x, &Lt, ci64(x, 0), x->a_n, 0, NULL);
     x->tbase = Lt.iv;
     tile_mask(x);
     margs[8] = Lt.iv;
-    for (int i = 0; i < nn && !x->failed; i++) {
+    int *it = xmalloc(sizeof(int) * (size_t)(nn + 1)), nit = 0;
+    for (int i = 0; i < nn; i++) {
         if (!x->live[i]) continue;
-        int red = (t_ops[p->nodes[i].op].flags & TF_RED) != 0;
-        if (!red && p->nodes[i].rows != 0) continue;   /* unbatched: prologue or epilogue */
-        if (seg_nodes > 0 && count == 0) open_segment(x, m, name, &nseg, i);
-        if (p->nodes[i].op == T_LOOP_BEGIN) inloop = 1;
-        if (p->nodes[i].op == T_LOOP_END) inloop = 0;
-        if (red) red_accumulate(x, i);
-        else tile_node(x, i);
-        if (seg_nodes > 0 && ++count >= seg_nodes && !inloop) {   /* close it */
-            LLVMBuildRetVoid(x->b);
-            close_segment(x, main_fn, margs);
-            count = 0;
-        }
+        if (!(t_ops[p->nodes[i].op].flags & TF_RED) && p->nodes[i].rows != 0) continue;   /* unbatched: prologue or epilogue */
+        it[nit++] = i;
     }
-    for (int k = 0; k < p->nouts && !x->failed; k++) store_out(x, k);
-    if (seg_nodes > 0 && count > 0) {
-        LLVMBuildRetVoid(x->b);
-        close_segment(x, main_fn, margs);
-        count = 0;
-    }
+    it[nit++] = -1;   /* the outputs */
+    emit_section(x, m, name, &nseg, main_fn, margs, it, nit, item_tile);
+    free(it);
     loop_close(x, &Lt, NULL, x->V);
 
     /* epilogue: the sums over the batch, what depends on them; then the gradient outputs */
@@ -2000,6 +2307,18 @@ void cg_default_options(cg_options *o) {
     o->vector_width = 0;
     o->opt_level = 2;
     o->use_sleef = 1;
+}
+
+static void segtab_free(cgx *x) {
+    for (int k = 0; k < x->nsc; k++) { free(x->sc[k].txt); free(x->sc[k].name); }
+    free(x->sc);
+    free(x->so);
+    free(x->calls);
+    x->calls = NULL;
+    x->ncalls = x->cap_calls = 0;
+    x->sc = NULL;
+    x->so = NULL;
+    x->nsc = x->cap_sc = x->nso = x->cap_so = 0;
 }
 
 void cg_free(cg_module *m) {
@@ -2036,6 +2355,10 @@ int64_t cg_workspace_bytes(const cg_module *m, int i) { return m && i >= 0 && i 
 int64_t cg_tile_workspace_bytes(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->tile_ws[i] : -1; }
 int cg_fused_count(const cg_module *m, int i) { return m && i >= 0 && i < m->nprogs ? m->nfused[i] : -1; }
 int cg_vector_width(const cg_module *m) { return m->V; }
+int cg_segment_count(const cg_module *m, int *shared) {
+    if (shared) *shared = m->nshared;
+    return m->nsegs;
+}
 const char *cg_triple(const cg_module *m) { return m->triple; }
 const char *cg_cpu(const cg_module *m) { return m->cpu; }
 const char *cg_features(const cg_module *m) { return m->features; }
@@ -2236,16 +2559,22 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         x.virt = calloc(nn, 1);
         x.rmm = calloc(nn, sizeof *x.rmm);
         x.segconst = calloc(nn, sizeof *x.segconst);
+        x.sig = calloc(nn, sizeof *x.sig);
         x.mainM = x.M;
         int64_t ws = -1;
-        if (x.slot && x.dgrad && x.aux && x.ubase && x.live && x.sep && x.sec && x.virt && x.rmm && x.segconst) ws = emit_prog(&x, m, m->names[i]);
+        if (x.slot && x.dgrad && x.aux && x.ubase && x.live && x.sep && x.sec && x.virt && x.rmm && x.segconst && x.sig)
+            ws = emit_prog(&x, m, m->names[i]);
         else cg_fail(&x, "out of memory");
         free(x.slot); free(x.dgrad); free(x.aux); free(x.ubase); free(x.live); free(x.sep); free(x.sec); free(x.virt); free(x.rmm); free(x.segconst);
+        free(x.sig);
         x.segconst = NULL;
+        x.sig = NULL;
+        if (x.ob) { LLVMDisposeBuilder(x.ob); x.ob = NULL; }
+        x.reloc = 0;
         if (x.M != x.mainM) {   /* a failure inside a segment's own module: drop it */
-            LLVMContextRef sc = x.C;
-            LLVMDisposeModule(leave_segment_module(&x));
-            LLVMContextDispose(sc);
+            LLVMContextRef sc = NULL;
+            LLVMDisposeModule(leave_segment_module(&x, &sc));
+            if (sc) LLVMContextDispose(sc);
         }
         x.slot = x.aux = x.dgrad = NULL; x.ubase = NULL; x.live = x.sep = NULL; x.sec = x.virt = NULL; x.rmm = NULL;
         if (ws < 0) goto fail;
@@ -2269,10 +2598,14 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     LLVMDisposePassBuilderOptions(pbo);
     if (e) { take_error(e, "codegen: optimizer", err, errlen); goto fail; }
     free(poff);
+    m->nshared = x.nshared;
+    m->nsegs = x.nsc;
+    segtab_free(&x);
     *out = m;
     return 0;
 fail:
     if (x.b) LLVMDisposeBuilder(x.b);
+    segtab_free(&x);
     free(poff);
     cg_free(m);
     return -1;

@@ -37,10 +37,13 @@ typedef struct {
     const char *features;      /* NULL: host features when cpu is NULL, else "" */
     int         use_sleef;     /* 1: Sleef vector functions matched to the ISA; 0: nfc's own
                                   vectorized polynomials (cg_math.h), no external calls */
-    int         segment_nodes; /* the tile code is split into internal functions of about this
-                                  many batched nodes, called in order per tile (LLVM's code
-                                  generation is superlinear in a function's size); 0: the
-                                  default CG_SEGMENT_NODES; -1: one function per program */
+    int         segment_nodes; /* the code is split into segment functions of at most this
+                                  many nodes, cut at products, called in order per tile from a
+                                  table (LLVM's code generation is superlinear in a function's
+                                  size); segments whose IR is the same (the layers of a repeat
+                                  block) are compiled once and called with their own offset
+                                  tables (docs/codegen.md, "Shared segments"); 0: the default
+                                  CG_SEGMENT_NODES; -1: one function per program */
     int         no_fuse;       /* 0 (default): fusion of elementwise chains and of a matrix
                                   product's elementwise epilogue (computed in registers at
                                   their only use, no workspace slot: docs/codegen.md,
@@ -88,6 +91,10 @@ int64_t cg_tile_workspace_bytes(const cg_module *m, int prog_index);
 int cg_fused_count(const cg_module *m, int prog_index);
 
 /* The vector width V actually used (rows per tile). */
+/* Segment functions compiled for the module's programs, and (in *shared, if not NULL) the
+ * segment calls that reuse one of them instead of code of their own (docs/codegen.md,
+ * "Shared segments"). */
+int cg_segment_count(const cg_module *m, int *shared);
 int cg_vector_width(const cg_module *m);
 
 /* The target triple, CPU and feature string the module was built for (owned by m). */

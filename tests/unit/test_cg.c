@@ -1628,11 +1628,21 @@ TEST(fusion_examples) {
     }
 }
 
+#define DEEP_FLOW_HEAD "flow deep {\n  input x: f32[8]\n  base normal\n"
+
 /* Segments (cg_options.segment_nodes): a program's tile code split into functions of a few
  * nodes computes the same bits as one function, for every program of three examples (the
  * MAF inverse has a tensor-IR loop, which a segment must not cut; glow_dense has LU). */
 TEST(segments_equal_one_function) {
-    static const char *const files[] = { "examples/moons.flow", "examples/maf.flow", "examples/glow_dense.flow" };
+    char deep[64];
+    snprintf(deep, sizeof deep, "/tmp/nfc_test_deep_%d.flow", (int)getpid());
+    FILE *df = fopen(deep, "w");
+    CHECK(df != NULL, "cannot write %s", deep);
+    if (!df) return;
+    fputs(DEEP_FLOW_HEAD "  repeat 6 {\n    affine_coupling mask=alternate net=mlp(24, 24)\n    reverse\n    actnorm\n  }\n}\n", df);
+    fclose(df);
+    /* the examples, and a deep RealNVP whose layers share their segments (close_segment) */
+    const char *const files[] = { "examples/moons.flow", "examples/maf.flow", "examples/glow_dense.flow", deep };
     for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
         arena ar;
         arena_init(&ar);
@@ -1723,6 +1733,7 @@ TEST(segments_equal_one_function) {
         free(params);
         arena_free(&ar);
     }
+    unlink(deep);
 }
 
 /* A RealNVP-like flow of `depth` layers (D = 8, mlp(64, 64) couplings with a reverse, and
@@ -1732,7 +1743,7 @@ TEST(segments_equal_one_function) {
 static int deep_workspace(int depth, int actnorm, int which, int64_t *tile, int64_t *total) {
     char src[1024];
     snprintf(src, sizeof src,
-             "flow deep {\n  input x: f32[8]\n  base normal\n  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n"
+             DEEP_FLOW_HEAD "  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n"
              "    reverse\n%s  }\n}\n", depth, actnorm ? "    actnorm\n" : "");
     arena ar;
     arena_init(&ar);
@@ -1767,6 +1778,54 @@ static int deep_workspace(int depth, int actnorm, int which, int64_t *tile, int6
     }
     arena_free(&ar);
     return rc;
+}
+
+/* The segment functions compiled for a RealNVP-like flow of `depth` layers (log_prob and
+ * the training program in one build) in *compiled, the calls that reuse one in *shared. */
+static int deep_segments(int depth, int *compiled, int *shared) {
+    char src[1024];
+    snprintf(src, sizeof src, DEEP_FLOW_HEAD "  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n    reverse\n  }\n}\n",
+             depth);
+    arena ar;
+    arena_init(&ar);
+    diag_ctx dc;
+    diag_init(&dc, &ar);
+    sema_result res;
+    memset(&res, 0, sizeof res);
+    derived dv;
+    tprog *gp = NULL;
+    char err[1024] = "";
+    int bad = front_compile_text(&dc, "deep.flow", src, strlen(src), &res, NULL) || res.nflows < 1
+              || derive_all(res.flows[0], &ar, &dv, err, sizeof err) || grad_build(res.flows[0], &ar, &gp, err, sizeof err);
+    CHECK(!bad, "deep flow %d: %s", depth, err);
+    int rc = -1;
+    if (!bad) {
+        cg_options o;
+        cg_default_options(&o);
+        o.opt_level = 0;
+        const tprog *p[2] = { dv.p[PROG_LOG_PROB], gp };
+        cg_module *m = NULL;
+        rc = cg_build(p, 2, res.flows[0], "deepseg", &o, &m, err, sizeof err);
+        CHECK(rc == 0, "%s", err);
+        if (rc == 0) *compiled = cg_segment_count(m, shared);
+        cg_free(m);
+    }
+    arena_free(&ar);
+    return rc;
+}
+
+/* Layers of the same shape share their segments' code (close_segment): the number of
+ * segment functions compiled for a RealNVP's log_prob and training programs is the same at
+ * depth 6 and 16 (the first and last layers differ, and masks alternate), so compiling takes
+ * about the same time; what grows is the calls that reuse one (24 per layer, both programs
+ * together; 29 functions are compiled in all, 23 at depth 2). The shared code computes
+ * the same bits as one function per program: segments_equal_one_function, deep flow. */
+TEST(segments_shared_in_depth) {
+    int compiled[2], shared[2];
+    if (deep_segments(6, &compiled[0], &shared[0]) || deep_segments(16, &compiled[1], &shared[1])) return;
+    printf("    segment functions at depth 6/16: %d/%d compiled, %d/%d calls sharing one\n", compiled[0], compiled[1], shared[0], shared[1]);
+    CHECK(compiled[0] > 0 && compiled[1] == compiled[0], "compiled segments at depth 6/16: %d/%d", compiled[0], compiled[1]);
+    CHECK(shared[1] - shared[0] >= 10 * 10, "shared calls at depth 6/16: %d/%d", shared[0], shared[1]);
 }
 
 /* Slots of batched values are reused once dead: the log_prob workspace of a RealNVP does not
@@ -1831,6 +1890,7 @@ int main(void) {
     RUN(fusion_programs);
     RUN(fusion_examples);
     RUN(segments_equal_one_function);
+    RUN(segments_shared_in_depth);
     RUN(workspace_flat_in_depth);
     RUN(recompute_workspace_flat_in_depth);
     jit_free(J);
