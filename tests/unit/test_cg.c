@@ -1737,10 +1737,10 @@ TEST(segments_equal_one_function) {
 }
 
 /* A RealNVP-like flow of `depth` layers (D = 8, mlp(64, 64) couplings with a reverse, and
- * an actnorm per layer when `actnorm`), one of its programs compiled (0: log_prob, 1: the
- * training program keeping the forward values, 2: the training program recomputing them);
- * its workspace in *total and the tile part in *tile. 0, or -1 after a failed CHECK. */
-static int deep_workspace(int depth, int actnorm, int which, int64_t *tile, int64_t *total) {
+ * an actnorm per layer when `actnorm`), compiled at O0 with segments: 0: its log_prob, 1:
+ * the training program keeping the forward values, 2: the training program recomputing
+ * them, 3: log_prob and the kept training program in one build. NULL after a failed CHECK. */
+static cg_module *deep_module(int depth, int actnorm, int which) {
     char src[1024];
     snprintf(src, sizeof src,
              DEEP_FLOW_HEAD "  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n"
@@ -1755,63 +1755,41 @@ static int deep_workspace(int depth, int actnorm, int which, int64_t *tile, int6
     tprog *gp = NULL;
     char err[1024] = "";
     int bad = front_compile_text(&dc, "deep.flow", src, strlen(src), &res, NULL) || res.nflows < 1;
-    if (!bad) {
-        bad = which == 0   ? derive_all(res.flows[0], &ar, &dv, err, sizeof err)
-              : which == 1 ? grad_build(res.flows[0], &ar, &gp, err, sizeof err)
-                           : grad_build_recompute(res.flows[0], &ar, &gp, err, sizeof err);
-    }
+    if (!bad && which != 1 && which != 2) bad = derive_all(res.flows[0], &ar, &dv, err, sizeof err);
+    if (!bad && which != 0)
+        bad = which == 2 ? grad_build_recompute(res.flows[0], &ar, &gp, err, sizeof err) : grad_build(res.flows[0], &ar, &gp, err, sizeof err);
     CHECK(!bad, "deep flow %d: %s", depth, err);
-    int rc = -1;
+    cg_module *m = NULL;
     if (!bad) {
         cg_options o;
         cg_default_options(&o);
         o.opt_level = 0;
-        const tprog *p = which == 0 ? dv.p[PROG_LOG_PROB] : gp;
-        cg_module *m = NULL;
-        rc = cg_build(&p, 1, res.flows[0], "deep", &o, &m, err, sizeof err);
+        const tprog *p[2] = { which == 1 || which == 2 ? gp : dv.p[PROG_LOG_PROB], gp };
+        int rc = cg_build(p, which == 3 ? 2 : 1, res.flows[0], "deep", &o, &m, err, sizeof err);
         CHECK(rc == 0, "%s", err);
-        if (rc == 0) {
-            *tile = cg_tile_workspace_bytes(m, 0);
-            *total = cg_workspace_bytes(m, 0);
-        }
-        cg_free(m);
     }
     arena_free(&ar);
-    return rc;
+    return m;
 }
 
-/* The segment functions compiled for a RealNVP-like flow of `depth` layers (log_prob and
- * the training program in one build) in *compiled, the calls that reuse one in *shared. */
+/* deep_module's program 0: its workspace in *total and the tile part in *tile; 0 or -1 */
+static int deep_workspace(int depth, int actnorm, int which, int64_t *tile, int64_t *total) {
+    cg_module *m = deep_module(depth, actnorm, which);
+    if (!m) return -1;
+    *tile = cg_tile_workspace_bytes(m, 0);
+    *total = cg_workspace_bytes(m, 0);
+    cg_free(m);
+    return 0;
+}
+
+/* The segment functions compiled for deep_module(depth, 0, 3) (log_prob and the training
+ * program) in *compiled, the calls that reuse one in *shared; 0 or -1 */
 static int deep_segments(int depth, int *compiled, int *shared) {
-    char src[1024];
-    snprintf(src, sizeof src, DEEP_FLOW_HEAD "  repeat %d {\n    affine_coupling mask=alternate net=mlp(64, 64)\n    reverse\n  }\n}\n",
-             depth);
-    arena ar;
-    arena_init(&ar);
-    diag_ctx dc;
-    diag_init(&dc, &ar);
-    sema_result res;
-    memset(&res, 0, sizeof res);
-    derived dv;
-    tprog *gp = NULL;
-    char err[1024] = "";
-    int bad = front_compile_text(&dc, "deep.flow", src, strlen(src), &res, NULL) || res.nflows < 1
-              || derive_all(res.flows[0], &ar, &dv, err, sizeof err) || grad_build(res.flows[0], &ar, &gp, err, sizeof err);
-    CHECK(!bad, "deep flow %d: %s", depth, err);
-    int rc = -1;
-    if (!bad) {
-        cg_options o;
-        cg_default_options(&o);
-        o.opt_level = 0;
-        const tprog *p[2] = { dv.p[PROG_LOG_PROB], gp };
-        cg_module *m = NULL;
-        rc = cg_build(p, 2, res.flows[0], "deepseg", &o, &m, err, sizeof err);
-        CHECK(rc == 0, "%s", err);
-        if (rc == 0) *compiled = cg_segment_count(m, shared);
-        cg_free(m);
-    }
-    arena_free(&ar);
-    return rc;
+    cg_module *m = deep_module(depth, 0, 3);
+    if (!m) return -1;
+    *compiled = cg_segment_count(m, shared);
+    cg_free(m);
+    return 0;
 }
 
 /* Layers of the same shape share their segments' code (close_segment): the number of
