@@ -514,19 +514,26 @@ static LLVMValueRef bptr(cgx *x, int i, LLVMValueRef j) {
 static LLVMValueRef bload(cgx *x, int i, LLVMValueRef j) { return load(x, x->VT, bptr(x, i, j), x->valign); }
 static void bstore(cgx *x, int i, LLVMValueRef j, LLVMValueRef v) { store(x, v, bptr(x, i, j), x->valign); }
 
-static LLVMValueRef const_tensor_global(cgx *x, int i) {
-    const tnode *nd = ND(x, i);
-    int64_t ne = (int64_t)nd->rows * nd->w;
-    LLVMValueRef *c = malloc(sizeof(LLVMValueRef) * (size_t)(ne > 0 ? ne : 1));
-    if (!c) { cg_fail(x, "out of memory"); return LLVMConstNull(x->ptr); }
-    for (int64_t k = 0; k < ne; k++) c[k] = LLVMConstReal(x->T, x->p->consts[nd->aux + k]);
-    LLVMValueRef g = LLVMAddGlobal(x->M, LLVMArrayType2(x->T, (uint64_t)ne), "const");
-    LLVMSetInitializer(g, LLVMConstArray2(x->T, c, (uint64_t)ne));
-    free(c);
+/* A private constant array global of n elements of type ety in module M (unnamed_addr,
+ * aligned to align bytes if not 0), the values from c. Every table the code generator
+ * emits is one: constant tensors, index runs, offset tables, segment call tables. */
+static LLVMValueRef const_array(LLVMModuleRef M, LLVMTypeRef ety, LLVMValueRef *c, uint64_t n, const char *name, unsigned align) {
+    LLVMValueRef g = LLVMAddGlobal(M, LLVMArrayType2(ety, n), name);
+    LLVMSetInitializer(g, LLVMConstArray2(ety, c, n));
     LLVMSetGlobalConstant(g, 1);
     LLVMSetLinkage(g, LLVMPrivateLinkage);
     LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
-    LLVMSetAlignment(g, 64);
+    if (align) LLVMSetAlignment(g, align);
+    return g;
+}
+
+static LLVMValueRef const_tensor_global(cgx *x, int i) {
+    const tnode *nd = ND(x, i);
+    int64_t ne = (int64_t)nd->rows * nd->w;
+    LLVMValueRef *c = xmalloc(sizeof(LLVMValueRef) * (size_t)(ne > 0 ? ne : 1));
+    for (int64_t k = 0; k < ne; k++) c[k] = LLVMConstReal(x->T, x->p->consts[nd->aux + k]);
+    LLVMValueRef g = const_array(x->M, x->T, c, (uint64_t)ne, "const", 64);
+    free(c);
     return g;
 }
 
@@ -842,16 +849,10 @@ static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLV
 
 /* a private constant i32 array in the current module */
 static LLVMValueRef const_i32_table(cgx *x, const int32_t *v, int64_t n, const char *name) {
-    LLVMValueRef *c = malloc(sizeof(LLVMValueRef) * (size_t)(n > 0 ? n : 1));
-    if (!c) { cg_fail(x, "out of memory"); return NULL; }
+    LLVMValueRef *c = xmalloc(sizeof(LLVMValueRef) * (size_t)(n > 0 ? n : 1));
     for (int64_t k = 0; k < n; k++) c[k] = ci32(x, v[k]);
-    LLVMTypeRef aty = LLVMArrayType2(x->i32, (uint64_t)n);
-    LLVMValueRef g = LLVMAddGlobal(x->M, aty, name);
-    LLVMSetInitializer(g, LLVMConstArray2(x->i32, c, (uint64_t)n));
+    LLVMValueRef g = const_array(x->M, x->i32, c, (uint64_t)n, name, 0);
     free(c);
-    LLVMSetGlobalConstant(g, 1);
-    LLVMSetLinkage(g, LLVMPrivateLinkage);
-    LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
     return g;
 }
 
@@ -1894,14 +1895,8 @@ static void close_segment(cgx *x, LLVMValueRef main_fn, LLVMValueRef *margs) {
     if (x->nso > 0) {
         LLVMValueRef *c = xmalloc(sizeof(LLVMValueRef) * (size_t)x->nso);
         for (int k = 0; k < x->nso; k++) c[k] = ci64(x, x->so[k].v);
-        LLVMTypeRef aty = LLVMArrayType2(x->i64, (uint64_t)x->nso);
-        tab = LLVMAddGlobal(x->mainM, aty, "segoffs");
-        LLVMSetInitializer(tab, LLVMConstArray2(x->i64, c, (uint64_t)x->nso));
+        tab = const_array(x->mainM, x->i64, c, (uint64_t)x->nso, "segoffs", 8);
         free(c);
-        LLVMSetGlobalConstant(tab, 1);
-        LLVMSetLinkage(tab, LLVMPrivateLinkage);
-        LLVMSetUnnamedAddress(tab, LLVMGlobalUnnamedAddr);
-        LLVMSetAlignment(tab, 8);
     }
     if (x->ncalls + 2 > x->cap_calls) {
         int nc = x->cap_calls ? 2 * x->cap_calls : 64;
@@ -2131,12 +2126,8 @@ static void emit_section(cgx *x, cg_module *m, const char *name, int *nseg, LLVM
     LLVMTypeRef pair = LLVMStructTypeInContext(x->C, (LLVMTypeRef[]){ x->ptr, x->ptr }, 2, 0);
     LLVMValueRef *ent = xmalloc(sizeof(LLVMValueRef) * (size_t)nc);
     for (int k = 0; k < nc; k++) ent[k] = LLVMConstNamedStruct(pair, x->calls + 2 * k, 2);
-    LLVMValueRef tab = LLVMAddGlobal(x->M, LLVMArrayType2(pair, (uint64_t)nc), "segcalls");
-    LLVMSetInitializer(tab, LLVMConstArray2(pair, ent, (uint64_t)nc));
+    LLVMValueRef tab = const_array(x->M, pair, ent, (uint64_t)nc, "segcalls", 0);
     free(ent);
-    LLVMSetGlobalConstant(tab, 1);
-    LLVMSetLinkage(tab, LLVMPrivateLinkage);
-    LLVMSetUnnamedAddress(tab, LLVMGlobalUnnamedAddr);
     LLVMValueRef a[10];
     memcpy(a, args, 9 * sizeof *a);
     LLVMTypeRef fty = kernel_fty(x, 1);
