@@ -352,6 +352,12 @@ int nfc_params_set_range(nfc_model *m, int64_t at, int64_t n, const double *v) {
     for (int64_t i = at; i < at + n; i++) m->paramsf[i] = (float)m->params[i];
     return 0;
 }
+int nfc_params_update_range(nfc_model *m, int64_t at, int64_t n,
+                            void (*fn)(void *ctx, int64_t at, double *p, float *pf, int64_t n), void *ctx) {
+    if (at < 0 || n < 0 || at > m->ptotal || n > m->ptotal - at) return -1;
+    fn(ctx, at, m->params + at, m->paramsf + at, n);
+    return 0;
+}
 void nfc_params_init(nfc_model *m, uint64_t seed, double init_scale) {
     init_params(m->g, m->params, seed, init_scale);
     sync_f32(m);

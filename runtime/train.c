@@ -93,6 +93,35 @@ RT_PARAM_LOOP static int adam_checked(int64_t n, const double *restrict p, const
     return (badp ? 2 : 0) | (bads ? 4 : 0);
 }
 
+/* the update in place (known to be finite: pass 2, or the bound of opt_bound), with the
+ * float copies of the parameters; the same arithmetic as adam_checked, so the same bits */
+RT_PARAM_LOOP static void adam_apply(int64_t n, double *restrict p, float *restrict pf, double *restrict m,
+                                     double *restrict v, const double *restrict g, const adam_k *kp, double mx[3]) {
+    const adam_k k = *kp;
+    /* the largest |p|, |m| and v written (opt_bound), as the bits of non-negative doubles,
+     * whose integer order is their order as numbers (integer maxima vectorize) */
+    int64_t ap = 0, amo = 0, av = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double po, mo, vo;
+        adam_one(&k, p[i], m[i], v[i], g[i], &po, &mo, &vo);
+        p[i] = po;
+        pf[i] = (float)po;
+        m[i] = mo;
+        v[i] = vo;
+        int64_t a, b, c;
+        double fa = fabs(po), fb = fabs(mo), fc = fabs(vo);
+        memcpy(&a, &fa, 8);
+        memcpy(&b, &fb, 8);
+        memcpy(&c, &fc, 8);
+        ap = a > ap ? a : ap;
+        amo = b > amo ? b : amo;
+        av = c > av ? c : av;
+    }
+    memcpy(&mx[0], &ap, 8);
+    memcpy(&mx[1], &amo, 8);
+    memcpy(&mx[2], &av, 8);
+}
+
 void rt_adam_step_to(int64_t n, const double *p, const double *m, const double *v, const double *g, double gscale,
                      double *po, double *mo, double *vo, int64_t t, double lr, double beta1, double beta2, double eps,
                      double weight_decay) {
@@ -641,8 +670,10 @@ typedef struct {
     double       *g;        /* the mean gradient */
     char         *bad;      /* per block: 2 a non-finite parameter, 4 non-finite optimizer state
                                (pass 2) */
-    const double *p;        /* the model's parameters (written through nfc_params_set_range) */
+    const double *p;        /* the model's parameters (written through nfc_params_update_range) */
     double       *m, *v, gscale, lr;
+    double       *mx;       /* per block, from pass 3: the largest |p|, |m| and v (opt_bound) */
+    int           mx_known; /* mx holds the state's maxima (pass 3 ran since the state was set) */
     int64_t       t;
     const rt_train_config *cfg;
     nfc_model    *model;
@@ -653,10 +684,10 @@ static void blk_range(const opt_pass *o, int64_t b, int64_t *i0, int64_t *i1) {
     *i1 = *i0 + OPT_BLOCK < o->P ? *i0 + OPT_BLOCK : o->P;
 }
 
-/* AdamW with clipping over values [i0, i1): what is not finite in the result (adam_checked's
- * bits); with apply, the result is stored. With first (not apply): the index of the first
- * value whose parameter (which 0) or moment (1: m, 2: v) is not finite, or -1. */
-static int opt_values(opt_pass *o, int64_t i0, int64_t i1, int apply, int which, int64_t *first) {
+/* AdamW with clipping over values [i0, i1), into scratch: what is not finite in the result
+ * (adam_checked's bits). With first: the index of the first value whose parameter (which 0)
+ * or moment (1: m, 2: v) is not finite, or -1. */
+static int opt_values(opt_pass *o, int64_t i0, int64_t i1, int which, int64_t *first) {
     double po[OPT_SUB], mo[OPT_SUB], vo[OPT_SUB];
     const rt_train_config *c = o->cfg;
     adam_k k = adam_consts(o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->gscale);
@@ -666,11 +697,6 @@ static int opt_values(opt_pass *o, int64_t i0, int64_t i1, int apply, int which,
         int64_t n = i1 - s < OPT_SUB ? i1 - s : OPT_SUB;
         int r = adam_checked(n, o->p + s, o->m + s, o->v + s, o->g + s, po, mo, vo, &k);
         bad |= r;
-        if (apply) {
-            memcpy(o->m + s, mo, sizeof(double) * (size_t)n);
-            memcpy(o->v + s, vo, sizeof(double) * (size_t)n);
-            nfc_params_set_range(o->model, s, n, po);
-        }
         const double *w = which == 0 ? po : which == 1 ? mo : vo;
         for (int64_t j = 0; first && r && j < n; j++)
             if (!isfinite(w[j])) { *first = s + j; return bad; }
@@ -683,15 +709,46 @@ static void opt_check(void *ctx, int64_t b) {
     opt_pass *o = ctx;
     int64_t i0, i1;
     blk_range(o, b, &i0, &i1);
-    o->bad[b] = (char)opt_values(o, i0, i1, 0, 0, NULL);
+    o->bad[b] = (char)opt_values(o, i0, i1, 0, NULL);
 }
 
-/* pass 3: the update, into the model and the moments */
+/* pass 3: the update, in place into the model's parameters and the moments */
+static void opt_apply_range(void *ctx, int64_t at, double *p, float *pf, int64_t n) {
+    opt_pass *o = ctx;
+    const rt_train_config *c = o->cfg;
+    adam_k k = adam_consts(o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->gscale);
+    adam_apply(n, p, pf, o->m + at, o->v + at, o->g + at, &k, o->mx + 3 * (at / OPT_BLOCK));
+}
 static void opt_apply(void *ctx, int64_t b) {
     opt_pass *o = ctx;
     int64_t i0, i1;
     blk_range(o, b, &i0, &i1);
-    (void)opt_values(o, i0, i1, 1, 0, NULL);
+    (void)nfc_params_update_range(o->model, i0, i1 - i0, opt_apply_range, o);
+}
+
+/* Is the update finite whatever the values? From the state's maxima (|p|, |m|, v, kept by
+ * pass 3) and the gradient's norm (each |g| is at most the norm), bounds of every quantity
+ * adam_one computes: |m'| <= max|m| + max|g|, v' <= max v + max g^2, and the step's ratio
+ * |m' ibc1| / (sqrt(v' ibc2) + eps) <= |m'| ibc1 / eps (eps > 0). If all stay far below the
+ * largest double (1e300: the rounding of a few operations cannot close that gap), no value
+ * can overflow or be a NaN, and pass 2 is not needed: its answer is known. Otherwise (no
+ * maxima yet, eps = 0, a huge state or gradient) pass 2 runs. */
+static int opt_bound(const opt_pass *o, int64_t nblk, double gnorm) {
+    const rt_train_config *c = o->cfg;
+    if (!o->mx_known || !(c->eps > 0) || !isfinite(gnorm)) return 0;
+    double P = 0, M = 0, V = 0;
+    for (int64_t b = 0; b < nblk; b++) {
+        P = fmax(P, o->mx[3 * b]);
+        M = fmax(M, o->mx[3 * b + 1]);
+        V = fmax(V, o->mx[3 * b + 2]);
+    }
+    adam_k k = adam_consts(o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->gscale);
+    double G = 2 * gnorm * o->gscale;   /* twice: the norm's own rounding */
+    double mb = M + G, vb = V + G * G;
+    double r = mb * fabs(k.ibc1) / c->eps;
+    double pb = P * fabs(k.decay) + fabs(k.lr) * r;
+    const double lim = 1e300;
+    return mb < lim && vb < lim && vb * fabs(k.ibc2) < lim && r < lim && pb < lim;
 }
 
 /* the parameter whose new value (which 0) or moment (1: m, 2: v) is the first not finite */
@@ -699,7 +756,7 @@ static const char *nonfinite_update(opt_pass *o, int which) {
     int64_t first;
     for (int64_t i0 = 0; i0 < o->P; i0 += OPT_BLOCK) {
         int64_t i1 = i0 + OPT_BLOCK < o->P ? i0 + OPT_BLOCK : o->P;
-        (void)opt_values(o, i0, i1, 0, which, &first);
+        (void)opt_values(o, i0, i1, which, &first);
         if (first >= 0) return param_at(o->model, first);
     }
     return NULL;
@@ -838,9 +895,10 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
     op.model = m;
     double *sumsq = malloc(sizeof(double) * (size_t)(nblk + 1));
     op.bad = malloc((size_t)(nblk + 1));
+    op.mx = malloc(sizeof(double) * (size_t)(3 * nblk + 1));
     int64_t order_epoch = -1;
     double t0 = now_s();
-    if (!am || !av || !g || !xb || !cbuf || !order || !vlp || !sumsq || !op.bad) {
+    if (!am || !av || !g || !xb || !cbuf || !order || !vlp || !sumsq || !op.bad || !op.mx) {
         rc = errf(err, errlen, "out of memory");
         goto done;
     }
@@ -952,9 +1010,11 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
         op.v = av;
         op.t = S;
         op.lr = lr;
-        rt_pool_for(pool, nblk, opt_check, &op);
         int ubad = 0;
-        for (int64_t b = 0; b < nblk; b++) ubad |= op.bad[b];
+        if (!opt_bound(&op, nblk, gnorm)) {   /* pass 2, unless the bound answers it */
+            rt_pool_for(pool, nblk, opt_check, &op);
+            for (int64_t b = 0; b < nblk; b++) ubad |= op.bad[b];
+        }
         if (ubad) {
             const char *badp = (ubad & 2) ? nonfinite_update(&op, 0) : NULL, *badm = badp ? NULL : nonfinite_update(&op, 1);
             if (!badm && !badp) badm = nonfinite_update(&op, 2);
@@ -965,6 +1025,7 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
             goto done;
         }
         rt_pool_for(pool, nblk, opt_apply, &op);
+        op.mx_known = 1;
         rr.step = S;
         ck.step = S;
         wsum += loss;
@@ -1014,7 +1075,7 @@ done:
     if (res) *res = rr;
     rt_pool_free(pool);
     free(am); free(av); free(g);
-    free(xb); free(cbuf); free(order); free(vxg); free(vcg); free(vlp); free(sumsq); free(op.bad);
+    free(xb); free(cbuf); free(order); free(vxg); free(vcg); free(vlp); free(sumsq); free(op.bad); free(op.mx);
     free(train_idx); free(valid_idx);
     return rc;
 }
