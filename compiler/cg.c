@@ -223,6 +223,16 @@ typedef struct {
     LLVMValueRef      facc;          /* at the current output feature is facc (else fmm = -1) */
     int               nfused;        /* virtual nodes of the program */
     int64_t           tile_ws;       /* bytes of the workspace's tile part (plan_tile_slots) */
+    int               in_tiles;      /* the tile section is being emitted */
+    int               pairs;         /* tile pairs (docs/codegen.md, "Tile pairs"): a segment of
+                                        the tile loop computes two tiles, each with its own copy
+                                        of the tile part of the workspace; its products for both
+                                        at once (pair_mm), its other nodes for one, then the
+                                        other (emit_pair) */
+    int               pair_mm;       /* a product of both tiles is being emitted */
+    LLVMValueRef      pt_tws[2], pt_base[2], pt_mask[2];   /* the pair's tiles (tile_ctx) */
+    LLVMValueRef      a_tws;         /* the current tile's copy: ws, or ws + tile_ws (slot
+                                        offsets count from ws, the persistent part included) */
     LLVMValueRef      argp[TPROG_MAX_IO], outp[TPROG_MAX_IO], gradp;
     LLVMValueRef      tbase, tmask;  /* current tile */
     cgloop            trip;          /* the tensor-IR loop being emitted (loops do not nest) */
@@ -509,7 +519,7 @@ static LLVMValueRef aux_off(cgx *x, int i) { return soff(x, OFF_AUX, i, x->aux[i
 static LLVMValueRef bptr(cgx *x, int i, LLVMValueRef j) {
     if (ND(x, i)->w == 1) j = ci64(x, 0);
     LLVMValueRef idx = LLVMBuildNSWAdd(x->b, slot_off(x, i), LLVMBuildNSWMul(x->b, j, ci64(x, x->V), ""), "");
-    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, "");
+    return LLVMBuildInBoundsGEP2(x->b, x->T, x->a_tws, &idx, 1, "");
 }
 static LLVMValueRef bload(cgx *x, int i, LLVMValueRef j) { return load(x, x->VT, bptr(x, i, j), x->valign); }
 static void bstore(cgx *x, int i, LLVMValueRef j, LLVMValueRef v) { store(x, v, bptr(x, i, j), x->valign); }
@@ -819,31 +829,47 @@ static LLVMValueRef mm_w(cgx *x, int i, LLVMValueRef ii, LLVMValueRef o) {
  * first non-empty; a dense product is the single run [0, in), whose constant bounds let a
  * short sum be straight-line code). */
 enum { MM_BS_MAX = 16 };
+static void tile_ctx(cgx *x, int t);
 static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLVMValueRef *se, int R) {
     const tnode *nd = ND(x, i);
-    int X = nd->in[0];
-    LLVMValueRef acc[MM_BS_MAX], x0 = bload(x, X, se[0]);
+    int X = nd->in[0], nt = x->pair_mm ? 2 : 1;   /* tiles: with pair_mm each weight is used twice */
+    LLVMValueRef acc[2 * MM_BS_MAX], xt[2];
+    for (int t = 0; t < nt; t++) {
+        if (x->pair_mm) tile_ctx(x, t);
+        xt[t] = bload(x, X, se[0]);
+    }
     /* the first term starts the sum (0 + a*b would cost an add: -0 + 0 is +0) */
-    for (int k = 0; k < bs; k++) acc[k] = fmul(x, x0, mm_w(x, i, se[0], LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "")));
+    for (int k = 0; k < bs; k++) {
+        LLVMValueRef w = mm_w(x, i, se[0], LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""));
+        for (int t = 0; t < nt; t++) acc[t * bs + k] = fmul(x, xt[t], w);
+    }
     for (int r = 0; r < R; r++) {
         cgloop Li;
         LLVMValueRef s = r == 0 ? LLVMBuildNSWAdd(x->b, se[0], ci64(x, 1), "") : se[2 * r];
-        RFOR(x, Li, s, se[2 * r + 1], ii, acc, bs) {
-            LLVMValueRef xi = bload(x, X, ii);
-            for (int k = 0; k < bs; k++)
-                acc[k] = fadd(x, acc[k], fmul(x, xi, mm_w(x, i, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""))));
+        RFOR(x, Li, s, se[2 * r + 1], ii, acc, nt * bs) {
+            for (int t = 0; t < nt; t++) {
+                if (x->pair_mm) tile_ctx(x, t);
+                xt[t] = bload(x, X, ii);
+            }
+            for (int k = 0; k < bs; k++) {
+                LLVMValueRef w = mm_w(x, i, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""));
+                for (int t = 0; t < nt; t++) acc[t * bs + k] = fadd(x, acc[t * bs + k], fmul(x, xt[t], w));
+            }
         }
     }
-    for (int k = 0; k < bs; k++) {
-        LLVMValueRef o = LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "");
-        if (root < 0) {
-            bstore(x, i, o, acc[k]);
-            continue;
+    for (int t = 0; t < nt; t++) {
+        if (x->pair_mm) tile_ctx(x, t);
+        for (int k = 0; k < bs; k++) {
+            LLVMValueRef o = LLVMBuildNSWAdd(x->b, o0, ci64(x, k), "");
+            if (root < 0) {
+                bstore(x, i, o, acc[t * bs + k]);
+                continue;
+            }
+            x->fmm = i;
+            x->facc = acc[t * bs + k];
+            bstore(x, root, o, fnode(x, root, o));
+            x->fmm = -1;
         }
-        x->fmm = i;
-        x->facc = acc[k];
-        bstore(x, root, o, fnode(x, root, o));
-        x->fmm = -1;
     }
 }
 
@@ -923,7 +949,7 @@ static void emit_matmul(cgx *x, int i, int root) {
     int64_t save = x->unroll;
     int R = 0;
     int32_t *rng = nb > 0 ? mm_mask_runs(x, i, B, nb, &R) : NULL;
-    if (!rng && x->p->ngrad > 0 && out >= 16 && in >= 128) {   /* dense, large, in training */
+    if (!rng && !x->pair_mm && x->p->ngrad > 0 && out >= 16 && in >= 128) {   /* dense, large, in training */
         B = 16;
         nb = out / B;
     }
@@ -1195,7 +1221,7 @@ static void emit_rand(cgx *x, int i) {
         }
         if (!x->f64mode) v = LLVMBuildFPTrunc(x->b, v, x->T, "");
         LLVMValueRef idx = LLVMBuildAdd(x->b, slot_off(x, i), LLVMBuildAdd(x->b, LLVMBuildMul(x->b, c, ci64(x, x->V), ""), l, ""), "");
-        store(x, v, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->esz);
+        store(x, v, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_tws, &idx, 1, ""), x->esz);
         if (x->V > 1) loop_close(x, &Ll, NULL, 1);
     }
 }
@@ -1737,7 +1763,7 @@ static LLVMValueRef kernel_fn(cgx *x, cg_module *m, const char *name, int seg) {
     x->a_scalars = LLVMGetParam(f, 4);
     x->a_outs = LLVMGetParam(f, 5);
     x->a_params = LLVMGetParam(f, 6);
-    x->a_ws = LLVMGetParam(f, 7);
+    x->a_ws = x->a_tws = LLVMGetParam(f, 7);
     return f;
 }
 
@@ -1746,6 +1772,13 @@ static void load_io(cgx *x) {
     const tprog *p = x->p;
     for (int k = 0; k < p->nargs; k++) x->argp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_args, ci64(x, k)), 8);
     for (int k = 0; k < p->nouts; k++) x->outp[k] = load(x, x->ptr, gep(x, x->ptr, x->a_outs, ci64(x, k)), 8);
+}
+
+/* the tile of a pair that the code being emitted is for */
+static void tile_ctx(cgx *x, int t) {
+    x->a_tws = x->pt_tws[t];
+    x->tbase = x->pt_base[t];
+    x->tmask = x->pt_mask[t];
 }
 
 /* the mask of the tile's valid rows (x->tbase set) */
@@ -1916,7 +1949,7 @@ static void close_segment(cgx *x, LLVMValueRef main_fn, LLVMValueRef *margs) {
     x->a_scalars = margs[4];
     x->a_outs = margs[5];
     x->a_params = margs[6];
-    x->a_ws = margs[7];
+    x->a_ws = x->a_tws = margs[7];
     x->tbase = margs[8];
     LLVMPositionBuilderAtEnd(x->b, x->seg_caller);
     if (sm) finish_segment_module(x, sctx, sm, fn);
@@ -1953,6 +1986,16 @@ static void open_segment(cgx *x, cg_module *m, const char *name, int *nseg, int 
     load_io(x);
     x->tbase = LLVMGetParam(x->seg_fn, 8);
     tile_mask(x);
+    if (x->in_tiles && x->pairs) {   /* the pair: tiles tbase and tbase + V, copies 0 and 1 */
+        for (int t = 0; t < 2; t++) {
+            x->tbase = t ? LLVMBuildNSWAdd(x->b, x->pt_base[0], ci64(x, x->V), "") : LLVMGetParam(x->seg_fn, 8);
+            tile_mask(x);
+            x->pt_base[t] = x->tbase;
+            x->pt_mask[t] = x->tmask;
+            x->pt_tws[t] = t ? gep(x, x->T, x->a_ws, ci64(x, x->tile_ws / x->esz)) : x->a_ws;
+        }
+        tile_ctx(x, 0);
+    }
 }
 
 /* ---------------------------------------------------------------- segments and their plan */
@@ -2082,6 +2125,50 @@ static int plan_segments(cgx *x, const int *it, int n, int *ends) {
 }
 
 typedef void (*item_fn)(cgx *x, int i);
+
+/* does item i emit a product (emit_matmul: the product itself, or the root of its fused
+ * epilogue)? */
+static int mm_item(cgx *x, int i) {
+    if (i < 0) return 0;
+    const tnode *nd = ND(x, i);
+    if (nd->rows != 0 || (x->virt[i] && x->rmm[i] < 0)) return 0;
+    return x->rmm[i] >= 0 || nd->op == T_MATMUL || nd->op == T_MATMUL_NT;
+}
+
+/* The n items of a segment for both tiles of a pair. A product is emitted once for both
+ * (pair_mm: each weight loaded is used for two tiles). Each run of other items is a loop of
+ * one or two trips, one per tile that has rows, with the tile's copy of the workspace, its
+ * first row and its mask: their code is emitted once. A tile past n computes only
+ * products, on its copy of the workspace, whose values nothing uses. A segment with a
+ * tensor-IR loop is one run. */
+static void emit_pair(cgx *x, const int *it, int n, item_fn f) {
+    int loop = 0;
+    for (int k = 0; k < n; k++)
+        if (it[k] >= 0 && (ND(x, it[k])->op == T_LOOP_BEGIN || ND(x, it[k])->op == T_LOOP_END)) loop = 1;
+    for (int k = 0; k < n && !x->failed;) {
+        if (!loop && mm_item(x, it[k])) {
+            x->pair_mm = 1;
+            f(x, it[k]);
+            x->pair_mm = 0;
+            tile_ctx(x, 0);
+            k++;
+            continue;
+        }
+        int e = k + 1;
+        while (e < n && (loop || !mm_item(x, it[e]))) e++;
+        LLVMValueRef nt = sel(x, LLVMBuildICmp(x->b, LLVMIntSLT, x->pt_base[1], x->a_n, ""), ci64(x, 2), ci64(x, 1));
+        cgloop L;
+        loop_open(x, &L, ci64(x, 0), nt, 0, NULL);
+        x->a_tws = gep(x, x->T, x->a_ws, LLVMBuildNSWMul(x->b, L.iv, ci64(x, x->tile_ws / x->esz), ""));
+        x->tbase = LLVMBuildNSWAdd(x->b, x->pt_base[0], LLVMBuildNSWMul(x->b, L.iv, ci64(x, x->V), ""), "");
+        tile_mask(x);
+        for (int j = k; j < e && !x->failed; j++) f(x, it[j]);
+        loop_close(x, &L, NULL, 1);
+        tile_ctx(x, 0);
+        k = e;
+    }
+}
+
 static void item_tile(cgx *x, int i) {
     if (i < 0) {   /* after the last node: the outputs */
         for (int k = 0; k < x->p->nouts && !x->failed; k++) store_out(x, k);
@@ -2113,7 +2200,8 @@ static void emit_section(cgx *x, cg_module *m, const char *name, int *nseg, LLVM
     x->ncalls = 0;
     for (int g = 0, s = 0; g < ng && !x->failed; s = ends[g++]) {
         open_segment(x, m, name, nseg, it[s]);
-        for (int k = s; k < ends[g] && !x->failed; k++) f(x, it[k]);
+        if (x->in_tiles && x->pairs) emit_pair(x, it + s, ends[g] - s, f);
+        else for (int k = s; k < ends[g] && !x->failed; k++) f(x, it[k]);
         if (x->failed) break;
         LLVMBuildRetVoid(x->b);
         close_segment(x, main_fn, args);
@@ -2131,18 +2219,17 @@ static void emit_section(cgx *x, cg_module *m, const char *name, int *nseg, LLVM
     LLVMValueRef a[10];
     memcpy(a, args, 9 * sizeof *a);
     LLVMTypeRef fty = kernel_fty(x, 1);
-    if (nc == 1) {
-        a[9] = x->calls[1];
-        LLVMBuildCall2(x->b, fty, x->calls[0], a, 10, "");
-        return;
-    }
     cgloop L;
-    loop_open(x, &L, ci64(x, 0), ci64(x, nc), 0, NULL);
-    LLVMValueRef e = LLVMBuildInBoundsGEP2(x->b, pair, tab, &L.iv, 1, "");
-    LLVMValueRef fp = load(x, x->ptr, e, 8);
-    a[9] = load(x, x->ptr, LLVMBuildStructGEP2(x->b, pair, e, 1, ""), 8);
+    LLVMValueRef fp = x->calls[0];
+    a[9] = x->calls[1];
+    if (nc > 1) {
+        loop_open(x, &L, ci64(x, 0), ci64(x, nc), 0, NULL);
+        LLVMValueRef e = LLVMBuildInBoundsGEP2(x->b, pair, tab, &L.iv, 1, "");
+        fp = load(x, x->ptr, e, 8);
+        a[9] = load(x, x->ptr, LLVMBuildStructGEP2(x->b, pair, e, 1, ""), 8);
+    }
     LLVMBuildCall2(x->b, fty, fp, a, 10, "");
-    loop_close(x, &L, NULL, 1);
+    if (nc > 1) loop_close(x, &L, NULL, 1);
 }
 
 /* The code run once per call, before the tile loop (epilogue 0: the prologue's unbatched
@@ -2159,6 +2246,16 @@ static void once_section(cgx *x, cg_module *m, const char *name, int *nseg, LLVM
     }
     emit_section(x, m, name, nseg, main_fn, once, it, n, epilogue ? item_epilogue : item_prologue);
     free(it);
+}
+
+/* Tile pairs (docs/codegen.md, "Tile pairs") for this program? With segments and vectors:
+ * cg_options.tile_pairs 1 for every program, 0 (default) for those with gradient outputs,
+ * whose compile time is not on the path of nfc_compile_*, -1 for none. Each accumulator
+ * still gets the tiles in order, and every value the same operations, so the results are
+ * the same bits either way. */
+static int use_pairs(cgx *x) {
+    if (x->seg_nodes <= 0 || x->V <= 1 || x->o->tile_pairs < 0) return 0;
+    return x->o->tile_pairs > 0 || x->p->ngrad > 0;
 }
 
 static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
@@ -2236,7 +2333,9 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     int64_t persistent = off;
     off = plan_tile_slots(x, off);
     if (off < 0) return -1;
-    x->tile_ws = off - persistent;
+    x->tile_ws = round64(off - persistent);
+    x->pairs = use_pairs(x);
+    off = persistent + x->tile_ws * (x->pairs ? 2 : 1);
 
     /* the function */
     if (LLVMGetNamedFunction(x->M, name)) { cg_fail(x, "codegen: two programs named %s", name); return -1; }
@@ -2272,6 +2371,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     x->tbase = Lt.iv;
     tile_mask(x);
     margs[8] = Lt.iv;
+    x->in_tiles = 1;
     int *it = xmalloc(sizeof(int) * (size_t)(nn + 1)), nit = 0;
     for (int i = 0; i < nn; i++) {
         if (!x->live[i]) continue;
@@ -2281,7 +2381,8 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     it[nit++] = -1;   /* the outputs */
     emit_section(x, m, name, &nseg, main_fn, margs, it, nit, item_tile);
     free(it);
-    loop_close(x, &Lt, NULL, x->V);
+    x->in_tiles = 0;
+    loop_close(x, &Lt, NULL, (int64_t)x->V * (x->pairs ? 2 : 1));
 
     /* epilogue: the sums over the batch, what depends on them; then the gradient outputs */
     once_section(x, m, name, &nseg, main_fn, once, 1);
@@ -2571,7 +2672,7 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
         if (ws < 0) goto fail;
         m->ws[i] = ws;
         m->nfused[i] = x.nfused;
-        m->tile_ws[i] = x.tile_ws;
+        m->tile_ws[i] = x.tile_ws * (x.pairs ? 2 : 1);
     }
     LLVMDisposeBuilder(x.b);
     x.b = NULL;

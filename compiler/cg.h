@@ -44,6 +44,12 @@ typedef struct {
                                   block) are compiled once and called with their own offset
                                   tables (docs/codegen.md, "Shared segments"); 0: the default
                                   CG_SEGMENT_NODES; -1: one function per program */
+    int         tile_pairs;    /* segments of the tile loop compute two tiles of V rows at a
+                                  time, their products both at once (each weight loaded used
+                                  twice: docs/codegen.md, "Tile pairs"); same results, more
+                                  compile time and a second copy of the workspace's tile part.
+                                  0 (default): for programs with gradient outputs; 1: for
+                                  every program (AOT builds); -1: never */
     int         no_fuse;       /* 0 (default): fusion of elementwise chains and of a matrix
                                   product's elementwise epilogue (computed in registers at
                                   their only use, no workspace slot: docs/codegen.md,
@@ -81,9 +87,9 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
 /* Bytes of workspace (64-byte aligned, per the ABI) that program prog_index needs; the size
  * does not depend on n. -1 for a bad index. */
 int64_t cg_workspace_bytes(const cg_module *m, int prog_index);
-/* The part of it that holds batched values (per tile of rows; the rest holds unbatched values
- * and the accumulators of sums over the batch, which grow with the parameters). -1 for a bad
- * index. */
+/* The part of it that holds batched values (per tile of rows, twice with tile pairs; the rest
+ * holds unbatched values and the accumulators of sums over the batch, which grow with the
+ * parameters). -1 for a bad index. */
 int64_t cg_tile_workspace_bytes(const cg_module *m, int prog_index);
 
 /* Nodes of program prog_index that fusion made virtual (no slot, computed at their use); 0

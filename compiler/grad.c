@@ -103,8 +103,11 @@ static int vjp(gctx *c, tref i) {
     case T_SIGMOID: acc(c, a, mul(c, g, mul(c, i, t_bin(p, T_SUB, cst(c, 1.0), i)))); return 0;
     case T_LOGSIGMOID: acc(c, a, mul(c, g, t_un(p, T_SIGMOID, neg(c, a)))); return 0;
     case T_SOFTPLUS: acc(c, a, mul(c, g, t_un(p, T_SIGMOID, a))); return 0;
-    case T_RELU: acc(c, a, t_select(p, a, g, cst(c, 0.0))); return 0;
-    case T_ELU: acc(c, a, t_select(p, a, g, mul(c, g, add(c, i, cst(c, 1.0))))); return 0;
+    /* relu(a) > 0 and elu(a) > 0 exactly when a > 0 (a NaN: neither), so the branch is
+     * chosen on the activation's output: the backward pass then needs only the output,
+     * and the input (a product's sum) is not kept for it */
+    case T_RELU: acc(c, a, t_select(p, i, g, cst(c, 0.0))); return 0;
+    case T_ELU: acc(c, a, t_select(p, i, g, mul(c, g, add(c, i, cst(c, 1.0))))); return 0;
     case T_LEAKY: acc(c, a, t_select(p, a, g, mul(c, g, cst(c, n.fattr[0])))); return 0;
     case T_GELU: {
         /* d/dx 0.5 x (1 + tanh(k (x + 0.044715 x^3))) = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 * 0.044715 x^2) */

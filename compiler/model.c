@@ -680,6 +680,7 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
     co.triple = opt->triple;
     co.cpu = opt->cpu ? opt->cpu : opt->triple ? NULL : m->opt.cpu;
     co.use_sleef = !opt->no_sleef;
+    co.tile_pairs = 1;   /* compiled once, run many times: pairs for every program */
     const tprog *progs[PROG_COUNT];
     for (int k = 0; k < PROG_COUNT; k++) progs[k] = m->dv.p[k];
     char kpre[128];

@@ -1662,18 +1662,21 @@ TEST(segments_equal_one_function) {
         double *params = malloc(sizeof(double) * (size_t)(np + 1));
         init_params(g, params, 3, 0.5);
         for (int64_t e = 0; e < np; e++) params[e] = (double)(float)params[e];
-        double *res_out[3][NPROG][TPROG_MAX_IO + 1];
+        enum { NVAR = 5 };
+        double *res_out[NVAR][NPROG][TPROG_MAX_IO + 1];
         memset(res_out, 0, sizeof res_out);
         int64_t cnt[NPROG][TPROG_MAX_IO + 1];
-        /* 0: one function; 1: segments in the module; 2: each segment in a module and context
-         * of its own, compiled on the JIT's threads while the next is built (segment_sink, as
-         * the JIT of model.c does) */
-        for (int variant = 0; variant < 3; variant++) {
+        /* 0: one function; 1: segments in the module (tile pairs for the training program);
+         * 2: each segment in a module and context of its own, compiled on the JIT's threads
+         * while the next is built (segment_sink, as the JIT of model.c does); 3: tile pairs
+         * for every program (as AOT builds); 4: no tile pairs */
+        for (int variant = 0; variant < NVAR; variant++) {
             cg_options o;
             cg_default_options(&o);
             o.opt_level = TEST_OPT;
             o.segment_nodes = variant == 0 ? -1 : 5;
             if (variant == 2) { o.segment_sink = jit_compile_async; o.segment_ctx = J; }
+            if (variant >= 3) o.tile_pairs = variant == 3 ? 1 : -1;
             cg_module *m = NULL;
             char prefix[32], ir[64];
             snprintf(prefix, sizeof prefix, "sg%d", uniq++);
@@ -1686,7 +1689,7 @@ TEST(segments_equal_one_function) {
             CHECK(cg_emit_file(m, ir, CG_EMIT_LLVM, err, sizeof err) == 0, "%s", err);
             CHECK(file_has(ir, "_log_prob.seg1.n") == (variant >= 1), "%s: segments %s", files[fi], variant ? "missing" : "present");
             /* split: the main module only declares the segments (their code is compiled already) */
-            CHECK(file_has(ir, "define internal void @") == (variant == 1), "%s variant %d: segment definitions in the main module", files[fi], variant);
+            CHECK(file_has(ir, "define internal void @") == (variant != 0 && variant != 2), "%s variant %d: segment definitions in the main module", files[fi], variant);
             unlink(ir);
             kern k[NPROG];
             char names[NPROG][96];
@@ -1702,7 +1705,9 @@ TEST(segments_equal_one_function) {
                 k[q].f = (kern_fn)jit_lookup(J, names[q], err, sizeof err);
                 CHECK(k[q].f != NULL, "%s", err);
                 if (!k[q].f) continue;
-                int64_t n = 2 * k[q].V + 3;
+                /* with tile pairs: the training program's second pair has a partial second
+                 * tile, the other programs' second pair has no second tile */
+                int64_t n = (p->ngrad ? 3 : 2) * k[q].V + 3;
                 double *args[TPROG_MAX_IO];
                 double scalars[4] = { 0.8, 0.8, 0.8, 0.8 };
                 rng_state = 77;
@@ -1721,14 +1726,15 @@ TEST(segments_equal_one_function) {
         }
         for (int q = 0; q < NPROG; q++)
             for (int o2 = 0; o2 <= TPROG_MAX_IO; o2++) {
-                for (int v = 1; v < 3; v++) {
+                for (int v = 1; v < NVAR; v++) {
                     CHECK(!res_out[0][q][o2] == !res_out[v][q][o2], "%s %s output %d: variant %d did not run", files[fi], progs[q]->name, o2, v);
                     if (res_out[0][q][o2] && res_out[v][q][o2])
                         CHECK(memcmp(res_out[0][q][o2], res_out[v][q][o2], sizeof(double) * (size_t)cnt[q][o2]) == 0,
                               "%s %s output %d: %s differs from one function", files[fi], progs[q]->name, o2,
-                              v == 1 ? "segmented" : "segments compiled one module at a time");
+                              v == 1 ? "segmented" : v == 2 ? "segments compiled one module at a time"
+                              : v == 3 ? "tile pairs in every program" : "no tile pairs");
                 }
-                for (int v = 0; v < 3; v++) free(res_out[v][q][o2]);
+                for (int v = 0; v < NVAR; v++) free(res_out[v][q][o2]);
             }
         free(params);
         arena_free(&ar);
