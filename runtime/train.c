@@ -733,22 +733,29 @@ static void opt_apply(void *ctx, int64_t b) {
  * largest double (1e300: the rounding of a few operations cannot close that gap), no value
  * can overflow or be a NaN, and pass 2 is not needed: its answer is known. Otherwise (no
  * maxima yet, eps = 0, a huge state or gradient) pass 2 runs. */
+int rt_adam_bound_finite(double pmax, double mmax, double vmax, double gnorm, double gscale, int64_t t, double lr,
+                         double beta1, double beta2, double eps, double weight_decay) {
+    if (!(eps > 0) || !isfinite(gnorm) || !isfinite(gscale) || !(pmax >= 0) || !(mmax >= 0) || !(vmax >= 0)) return 0;
+    if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1) || t < 1) return 0;   /* the bounds assume these */
+    adam_k k = adam_consts(t, lr, beta1, beta2, eps, weight_decay, gscale);
+    double G = 2 * gnorm * fabs(gscale);   /* twice: the norm's own rounding */
+    double mb = mmax + G, vb = vmax + G * G;
+    double r = mb * fabs(k.ibc1) / eps;
+    double pb = pmax * fabs(k.decay) + fabs(k.lr) * r;
+    const double lim = 1e300;
+    return mb < lim && vb < lim && vb * fabs(k.ibc2) < lim && r < lim && pb < lim;
+}
+
 static int opt_bound(const opt_pass *o, int64_t nblk, double gnorm) {
-    const rt_train_config *c = o->cfg;
-    if (!o->mx_known || !(c->eps > 0) || !isfinite(gnorm)) return 0;
+    if (!o->mx_known) return 0;
     double P = 0, M = 0, V = 0;
     for (int64_t b = 0; b < nblk; b++) {
         P = fmax(P, o->mx[3 * b]);
         M = fmax(M, o->mx[3 * b + 1]);
         V = fmax(V, o->mx[3 * b + 2]);
     }
-    adam_k k = adam_consts(o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->gscale);
-    double G = 2 * gnorm * o->gscale;   /* twice: the norm's own rounding */
-    double mb = M + G, vb = V + G * G;
-    double r = mb * fabs(k.ibc1) / c->eps;
-    double pb = P * fabs(k.decay) + fabs(k.lr) * r;
-    const double lim = 1e300;
-    return mb < lim && vb < lim && vb * fabs(k.ibc2) < lim && r < lim && pb < lim;
+    const rt_train_config *c = o->cfg;
+    return rt_adam_bound_finite(P, M, V, gnorm, o->gscale, o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay);
 }
 
 /* the parameter whose new value (which 0) or moment (1: m, 2: v) is the first not finite */

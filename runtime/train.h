@@ -187,6 +187,12 @@ void    rt_adam_step(int64_t n, double *p, double *m, double *v, const double *g
 void    rt_adam_step_to(int64_t n, const double *p, const double *m, const double *v, const double *g, double gscale,
                         double *po, double *mo, double *vo, int64_t t, double lr, double beta1, double beta2, double eps,
                         double weight_decay);
+/* 1 if no AdamW update of rt_adam_step_to can give a non-finite value when every |p| <= pmax,
+ * |m| <= mmax, 0 <= v <= vmax and the gradient's Euclidean norm is gnorm (so every |g| <=
+ * gnorm), scaled by gscale: then the training step's check pass is not needed (train.c,
+ * opt_bound). 0 when the bound does not show it (which says nothing about the update). */
+int     rt_adam_bound_finite(double pmax, double mmax, double vmax, double gnorm, double gscale, int64_t t, double lr,
+                             double beta1, double beta2, double eps, double weight_decay);
 /* Scale g so its Euclidean norm is at most max_norm (0: no clipping); returns the norm before. */
 double  rt_train_clip(int64_t n, double *g, double max_norm);
 /* The learning rate of update t (1-based) of total. */

@@ -190,6 +190,52 @@ TEST(adamw_by_hand) {
     CHECK_NEAR(p[0], p0 * (1 - 0.001) - 0.1 * mh / (sqrt(vh) + 1e-8), 1e-14);
 }
 
+/* The bound that lets a training step skip its check pass (opt_bound in train.c): whenever it
+ * says no update can be non-finite, the updates at the extremes it was given (every sign
+ * and 0 of the largest |p|, |m|, v and |g|) are finite, over random magnitudes from 1e-300
+ * to 1e308 and random settings; and it does say so for ordinary training states. */
+static uint64_t bound_rng = 12345;
+static double bound_u(void) {
+    bound_rng = bound_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(bound_rng >> 11) / 9007199254740992.0;
+}
+static double log_uniform(double lo, double hi) { return exp(log(lo) + (log(hi) - log(lo)) * bound_u()); }
+
+TEST(adam_bound_finite) {
+    CHECK(rt_adam_bound_finite(3.0, 0.1, 0.01, 10.0, 1.0, 500, 1e-3, 0.9, 0.999, 1e-8, 0.01),
+          "an ordinary state is not shown finite: the check pass would run every step");
+    CHECK(!rt_adam_bound_finite(3.0, 0.1, 0.01, 10.0, 1.0, 500, 1e-3, 0.9, 0.999, 0.0, 0.01), "eps = 0 accepted");
+    CHECK(!rt_adam_bound_finite(3.0, 0.1, 0.01, INFINITY, 1.0, 500, 1e-3, 0.9, 0.999, 1e-8, 0.01), "an infinite norm accepted");
+    int shown = 0, refused = 0;
+    for (int trial = 0; trial < 20000; trial++) {
+        double P = bound_u() < 0.1 ? 0 : log_uniform(1e-300, 1e308), M = bound_u() < 0.1 ? 0 : log_uniform(1e-300, 1e308);
+        double V = bound_u() < 0.1 ? 0 : log_uniform(1e-300, 1e308), G = bound_u() < 0.1 ? 0 : log_uniform(1e-300, 1e308);
+        double lr = log_uniform(1e-12, 1e300), eps = log_uniform(1e-300, 1.0), wd = bound_u() < 0.3 ? 0 : log_uniform(1e-12, 1e300);
+        double b1 = bound_u() < 0.5 ? 0.9 : bound_u() * 0.999999, b2 = bound_u() < 0.5 ? 0.999 : bound_u() * 0.999999;
+        double gs = bound_u() < 0.5 ? 1.0 : bound_u();
+        int64_t t = 1 + (int64_t)(log_uniform(1, 1e7));
+        if (!rt_adam_bound_finite(P, M, V, G, gs, t, lr, b1, b2, eps, wd)) { refused++; continue; }
+        shown++;
+        double ps[3] = { P, -P, 0 }, ms[3] = { M, -M, 0 }, vs[2] = { V, 0 }, gv[2] = { G, -G };
+        double p[36], m[36], v[36], g[36], po[36], mo[36], vo[36];
+        int n = 0;
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                for (int c = 0; c < 2; c++)
+                    for (int d = 0; d < 2; d++) { p[n] = ps[a]; m[n] = ms[b]; v[n] = vs[c]; g[n] = gv[d]; n++; }
+        rt_adam_step_to(n, p, m, v, g, gs, po, mo, vo, t, lr, b1, b2, eps, wd);
+        for (int k = 0; k < n; k++)
+            if (!isfinite(po[k]) || !isfinite(mo[k]) || !isfinite(vo[k])) {
+                CHECK(0, "shown finite but not: p %g m %g v %g g %g (x %g) t %lld lr %g b1 %g b2 %g eps %g wd %g -> %g %g %g",
+                      p[k], m[k], v[k], g[k], gs, (long long)t, lr, b1, b2, eps, wd, po[k], mo[k], vo[k]);
+                trial = 20000;
+                break;
+            }
+    }
+    printf("    bound: %d of 20000 random states shown finite, %d left to the check pass\n", shown, refused);
+    CHECK(shown > 1000 && refused > 1000, "shown %d, refused %d: the random states miss one side", shown, refused);
+}
+
 TEST(clipping) {
     double g[2] = { 3, 4 };
     CHECK_NEAR(rt_train_clip(2, g, 1.0), 5.0, 1e-15);
@@ -748,6 +794,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nfc_train_XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
     RUN(adamw_by_hand);
+    RUN(adam_bound_finite);
     RUN(clipping);
     RUN(lr_schedule);
     RUN(batches_pure_and_split);
