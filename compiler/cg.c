@@ -1787,6 +1787,8 @@ static void tile_mask(cgx *x) {
     if (x->V > 1) {
         LLVMValueRef rem = LLVMBuildNSWSub(x->b, x->a_n, x->tbase, "");
         LLVMValueRef valid = sel(x, LLVMBuildICmp(x->b, LLVMIntSLT, rem, ci64(x, x->V), ""), rem, ci64(x, x->V));
+        /* no rows for the second tile of a pair past n (Tile pairs): an empty mask */
+        if (x->pairs) valid = sel(x, LLVMBuildICmp(x->b, LLVMIntSLT, valid, ci64(x, 0), ""), ci64(x, 0), valid);
         LLVMValueRef vi = splat_i32(x, LLVMBuildTrunc(x->b, valid, x->i32, ""));
         LLVMValueRef iota = lane_stride(x, 1);
         x->tmask = LLVMBuildICmp(x->b, LLVMIntULT, iota, vi, "mask");
