@@ -828,7 +828,7 @@ static LLVMValueRef mm_w(cgx *x, int i, LLVMValueRef ii, LLVMValueRef o) {
 /* One block: the sum runs over R runs of consecutive input rows [se[2r], se[2r+1]) (the
  * first non-empty; a dense product is the single run [0, in), whose constant bounds let a
  * short sum be straight-line code). */
-enum { MM_BS_MAX = 16 };
+enum { MM_BS_MAX = 8 };
 static void tile_ctx(cgx *x, int t);
 static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLVMValueRef *se, int R) {
     const tnode *nd = ND(x, i);
@@ -937,10 +937,8 @@ static int32_t *mm_mask_runs(cgx *x, int i, int B, int64_t nb, int *R) {
 
 static void emit_matmul(cgx *x, int i, int root) {
     int64_t out = ND(x, i)->w, in = ND(x, ND(x, i)->in[0])->w;
-    /* Blocks of 8 outputs: 8 accumulators, as many as two FMA pipes of latency 4 need. In
-     * the gradient program, large dense products take 16 (slack for the loads between the
-     * FMAs): 3-5% faster training at H = 256, but 20-40% more compile time, which counts
-     * for the programs that nfc_compile_* builds (docs/codegen.md, "Register blocking"). */
+    /* Blocks of 8 outputs: 8 accumulators, as many as two FMA pipes of latency 4 need; 16
+     * with tile pairs (pair_mm: 8 outputs of two tiles, docs/codegen.md, "Tile pairs") */
     int B = 8;
     int64_t nb = out / B;
     cgloop L;
@@ -949,10 +947,6 @@ static void emit_matmul(cgx *x, int i, int root) {
     int64_t save = x->unroll;
     int R = 0;
     int32_t *rng = nb > 0 ? mm_mask_runs(x, i, B, nb, &R) : NULL;
-    if (!rng && !x->pair_mm && x->p->ngrad > 0 && out >= 16 && in >= 128) {   /* dense, large, in training */
-        B = 16;
-        nb = out / B;
-    }
     LLVMValueRef trng = rng ? const_i32_table(x, rng, nb * R * 2, "mm_runs") : NULL;
     free(rng);
     LLVMValueRef dense[2] = { ci64(x, 0), ci64(x, in) };

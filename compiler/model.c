@@ -354,7 +354,7 @@ int nfc_params_set_range(nfc_model *m, int64_t at, int64_t n, const double *v) {
 }
 int nfc_params_update_range(nfc_model *m, int64_t at, int64_t n,
                             void (*fn)(void *ctx, int64_t at, double *p, float *pf, int64_t n), void *ctx) {
-    if (at < 0 || n < 0 || at > m->ptotal || n > m->ptotal - at) return -1;
+    if (!fn || at < 0 || n < 0 || at > m->ptotal || n > m->ptotal - at) return -1;
     fn(ctx, at, m->params + at, m->paramsf + at, n);
     return 0;
 }

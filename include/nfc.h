@@ -135,7 +135,7 @@ int         nfc_params_set_range(nfc_model *m, int64_t at, int64_t n, const doub
 /* Parameters [at, at + n) updated in place: fn(ctx, at, p, pf, n) gets the values p[0 .. n)
  * and their float copies pf (what f32 programs read), and must leave pf[i] == (float)p[i].
  * For loops that would otherwise copy the parameters out and back (an optimizer's step).
- * -1 (fn not called) if out of range. Calls on disjoint ranges may run on several threads
+ * -1 (fn not called) if out of range or fn is NULL. Calls on disjoint ranges may run on several threads
  * at once. */
 int         nfc_params_update_range(nfc_model *m, int64_t at, int64_t n,
                                     void (*fn)(void *ctx, int64_t at, double *p, float *pf, int64_t n), void *ctx);

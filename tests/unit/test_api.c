@@ -108,6 +108,42 @@ TEST(parameters_and_weights) {
     nfc_free(m3);
 }
 
+/* nfc_params_update_range: the callback gets the range's values and their float copies, and
+ * what it writes is what the model computes with (an f32 JIT model after an update in place
+ * gives the same log p as after nfc_params_set_range of the same values); refused ranges and
+ * a NULL callback do not call it */
+static int upd_calls;
+static void upd_scale(void *ctx, int64_t at, double *p, float *pf, int64_t n) {
+    (void)ctx;
+    upd_calls++;
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = p[i] * 1.5 + 1e-3 * (double)((at + i) % 7);
+        pf[i] = (float)p[i];
+    }
+}
+TEST(params_update_in_place) {
+    nfc_model *a = compile("examples/moons.flow", NFC_BACKEND_JIT, NFC_F32, 0, 0.5);
+    nfc_model *b = compile("examples/moons.flow", NFC_BACKEND_JIT, NFC_F32, 0, 0.5);
+    CHECK(a && b);
+    if (!a || !b) { nfc_free(a); nfc_free(b); return; }
+    int64_t P = nfc_param_total(a), at = 1000, n = P - 2000;
+    double *want = malloc(sizeof(double) * (size_t)P);
+    memcpy(want, nfc_params(b), sizeof(double) * (size_t)P);
+    for (int64_t i = at; i < at + n; i++) want[i] = want[i] * 1.5 + 1e-3 * (double)(i % 7);
+    CHECK(nfc_params_set_range(b, at, n, want + at) == 0);
+    upd_calls = 0;
+    CHECK(nfc_params_update_range(a, at, n, upd_scale, NULL) == 0 && upd_calls == 1);
+    CHECK(memcmp(nfc_params(a), nfc_params(b), sizeof(double) * (size_t)P) == 0, "updated values differ");
+    double x[6] = { 0.3, -0.2, 1.1, 0.4, -0.9, 0.05 }, la[3], lb[3];
+    CHECK(nfc_log_prob(a, 3, x, NULL, la) == 0 && nfc_log_prob(b, 3, x, NULL, lb) == 0);
+    CHECK(memcmp(la, lb, sizeof la) == 0, "log p after the update in place: %.9g, after set_range: %.9g", la[0], lb[0]);
+    CHECK(nfc_params_update_range(a, P - 5, 6, upd_scale, NULL) == -1 && nfc_params_update_range(a, -1, 2, upd_scale, NULL) == -1
+          && nfc_params_update_range(a, 0, 2, NULL, NULL) == -1 && upd_calls == 1, "a refused range called the callback");
+    free(want);
+    nfc_free(a);
+    nfc_free(b);
+}
+
 TEST(bad_calls_are_errors) {
     nfc_model *m = compile("examples/cmoons.flow", NFC_BACKEND_INTERP, NFC_F64, 0, 0.0);
     CHECK(m != NULL);
@@ -496,6 +532,7 @@ TEST(masked_products) {
 int main(void) {
     RUN(errors_as_data);
     RUN(parameters_and_weights);
+    RUN(params_update_in_place);
     RUN(bad_calls_are_errors);
     RUN(jit_equals_interpreter);
     RUN(wide_product_gradients);
