@@ -28,7 +28,12 @@
  *   logprob_aot_sps  the same on T threads, each a contiguous part of the batch with its own
  *                    workspace (the library documents concurrent calls as safe)
  *   sample_*_sps     the same three for sampling (x and log p(x) of each sample)
- *   maxrss_kb        getrusage ru_maxrss at the end
+ *   rss_train_kb     the RSS while training (read after the warm-up steps: the parameters,
+ *                    the optimizer's state, the workers' buffers and workspaces, the code)
+ *   maxrss_kb        getrusage ru_maxrss at the end (the peak: compiling may reach it)
+ *   train_ws_kb      the training program's workspace, per thread (nfc_worker_workspace_bytes)
+ *   train_act_kb     its part that a tile of rows keeps for the backward pass (the rest: the
+ *                    gradients' accumulators); flat in depth with --recompute
  * Each throughput is the best of R repetitions of a timed loop of about S seconds. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -170,6 +175,7 @@ typedef struct {
     int     rep, reps;
     int64_t steps_in_rep, min_steps;
     double  rep_t0, best_step_s, est_step_s, target;
+    long    rss_train_kb;  /* the RSS while training (read once, before the timing starts) */
 } train_ctx;
 
 static int train_progress(const rt_train_progress *p, void *user) {
@@ -179,7 +185,12 @@ static int train_progress(const rt_train_progress *p, void *user) {
     if (p->event != RT_TRAIN_STEP) return 0;
     if (!isfinite(p->loss)) return 1;
     if (p->step <= c->warm) {
-        if (p->step == c->warm) { c->rep_t0 = t; c->steps_in_rep = 0; c->min_steps = 2; }
+        if (p->step == c->warm) {
+            if (!c->rss_train_kb) c->rss_train_kb = rss_kb();
+            c->rep_t0 = now_s();
+            c->steps_in_rep = 0;
+            c->min_steps = 2;
+        }
         return 0;
     }
     c->steps_in_rep++;
@@ -364,6 +375,7 @@ training:;
     printf("grad_compile_ms %.2f\n", 1e3 * tc.grad_compile_s);
     printf("train_sps %.1f\n", (double)B / tc.best_step_s);
     printf("train_loss %.6g\n", res.train_loss);
+    printf("rss_train_kb %ld\n", tc.rss_train_kb);
     /* for analysis: the same with one shard per thread (shard = B / T), which cuts the per-shard
      * cost (the gradient program's epilogue and the f64 sum, each O(parameters)) 16-fold at
      * B = 1024, T = 2. Not what nfc train does by default. */
@@ -383,6 +395,12 @@ training:;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("maxrss_kb %ld\n", ru.ru_maxrss);
+    /* after the RSS: a worker allocates (but does not touch) a workspace of its own */
+    nfc_worker *w = nfc_worker_new(m);
+    if (!w) die("nfc_worker_new", nfc_last_error(m));
+    int64_t act = 0, ws = nfc_worker_workspace_bytes(w, &act);
+    printf("train_ws_kb %.1f\ntrain_act_kb %.1f\n", (double)ws / 1024, (double)act / 1024);
+    nfc_worker_free(w);
     nfc_free(m);
     return 0;
 }

@@ -52,6 +52,7 @@ struct nfc_model {
     tprog      *gp;
     kernel_fn   gfn;
     int64_t     gws_bytes;
+    int64_t     gws_tile_bytes;  /* its per-tile part: the values kept for the backward pass */
     nfc_jit    *gjit;
     nfc_worker *w0;
     /* JIT backend */
@@ -157,7 +158,8 @@ static void model_cg_options(const nfc_model *m, cg_options *co) {
 
 /* Program p compiled by JIT j (segments on the JIT's threads as they are built), named
  * <prefix>_<p->name>; its workspace size in *ws. NULL after fail() (what: for messages). */
-static kernel_fn jit_program(nfc_model *m, nfc_jit *j, const tprog *p, const char *prefix, const char *what, int64_t *ws) {
+static kernel_fn jit_program(nfc_model *m, nfc_jit *j, const tprog *p, const char *prefix, const char *what, int64_t *ws,
+                             int64_t *tile_ws) {
     cg_options co;
     model_cg_options(m, &co);
     co.segment_sink = jit_compile_async;
@@ -173,6 +175,7 @@ static kernel_fn jit_program(nfc_model *m, nfc_jit *j, const tprog *p, const cha
     }
     if (rc) { fail(m, "code generation%s: %s", what, err); return NULL; }
     *ws = cg_workspace_bytes(cm, 0);
+    if (tile_ws) *tile_ws = cg_tile_workspace_bytes(cm, 0);
     if (jit_add(j, cm, err, sizeof err)) { fail(m, "JIT: %s", err); return NULL; }
     char name[128];
     snprintf(name, sizeof name, "%s_%s", prefix, p->name);
@@ -186,7 +189,7 @@ static int jit_prog(nfc_model *m, int k) {
     char err[1024];
     if (!m->jit && jit_create_opt(&m->jit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
     int64_t b = 0;
-    kernel_fn f = jit_program(m, m->jit, m->dv.p[k], "nfc", "", &b);
+    kernel_fn f = jit_program(m, m->jit, m->dv.p[k], "nfc", "", &b, NULL);
     if (!f) return -1;
     if (!m->ws || b > m->ws_bytes) {
         size_t bytes = (size_t)((b + 63) / 64 * 64);
@@ -786,7 +789,7 @@ static int build_grad(nfc_model *m) {
         jit_free(m->gjit);   /* left by a failed earlier attempt, if any */
         m->gjit = NULL;
         if (jit_create_opt(&m->gjit, m->opt.opt_level, err, sizeof err)) return fail(m, "JIT: %s", err);
-        m->gfn = jit_program(m, m->gjit, gp, "nfcgrad", " (gradient)", &m->gws_bytes);
+        m->gfn = jit_program(m, m->gjit, gp, "nfcgrad", " (gradient)", &m->gws_bytes, &m->gws_tile_bytes);
         if (!m->gfn) return -1;
     }
     m->gp = gp;
@@ -825,6 +828,14 @@ void nfc_worker_free(nfc_worker *w) {
 const char *nfc_worker_error(const nfc_worker *w) { return w ? w->err : "no worker"; }
 
 int64_t nfc_worker_rows_max(void) { return CHUNK; }
+
+int64_t nfc_worker_workspace_bytes(const nfc_worker *w, int64_t *activations) {
+    if (activations) *activations = 0;
+    if (!w) return -1;
+    if (!w->m->gfn) return 0;
+    if (activations) *activations = w->m->gws_tile_bytes;
+    return w->m->gws_bytes;
+}
 
 int nfc_grad_elem_size(const nfc_model *m) { return m->opt.backend == NFC_BACKEND_JIT && m->opt.dtype == NFC_F32 ? 4 : 8; }
 

@@ -178,6 +178,12 @@ int         nfc_worker_loss_grad(nfc_worker *w, int64_t n, const double *x, cons
 int         nfc_worker_loss_grad_raw(nfc_worker *w, int64_t n, const double *x, const double *ctx, double *loss_sum,
                                      void *grad);
 int64_t     nfc_worker_rows_max(void);
+/* Bytes of the compiled gradient program's workspace that each worker holds (0 where the
+ * interpreter evaluates the gradient, -1 for NULL); *activations (may be NULL) gets the part
+ * that holds the values of a tile of rows kept for the backward pass: with
+ * NFC_RECOMPUTE_INVERSE it does not grow with depth. The rest accumulates the parameters'
+ * gradients and grows with them. */
+int64_t     nfc_worker_workspace_bytes(const nfc_worker *w, int64_t *activations);
 int         nfc_grad_elem_size(const nfc_model *m);
 const char *nfc_worker_error(const nfc_worker *w);
 void        nfc_worker_free(nfc_worker *w);

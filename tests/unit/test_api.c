@@ -413,6 +413,56 @@ TEST(no_fuse_option) {
 /* --recompute=inverse (nfc_options.recompute): the JIT's training program with each layer's
  * input rebuilt by its inverse gives the loss and gradient of the one that keeps the forward
  * values: f64 to rounding, f32 to float accuracy; and the interpreter agrees */
+/* nfc_worker_workspace_bytes: the part a tile keeps for the backward pass is the same at 5
+ * and 20 layers with NFC_RECOMPUTE_INVERSE and grows with depth without it; the rest (the
+ * gradients' accumulators) grows with the parameters either way; the interpreter has none. */
+TEST(worker_workspace_bytes) {
+    int64_t tot[2][2], act[2][2], P[2];
+    for (int d = 0; d < 2; d++)
+        for (int rec = 0; rec < 2; rec++) {
+            char src[512];
+            snprintf(src, sizeof src,
+                     "flow deep {\n  input x: f32[8]\n  base normal\n  repeat %d {\n"
+                     "    affine_coupling mask=alternate net=mlp(64, 64)\n    reverse\n  }\n}\n", d ? 20 : 5);
+            nfc_options o;
+            nfc_options_default(&o);
+            o.recompute = rec ? NFC_RECOMPUTE_INVERSE : NFC_RECOMPUTE_NONE;
+            nfc_model *m = nfc_compile_string("deep.flow", src, &o, NULL);
+            CHECK(m != NULL, "compile");
+            if (!m) return;
+            P[d] = nfc_param_total(m);
+            nfc_worker *w = nfc_worker_new(m);
+            CHECK(w != NULL, "%s", nfc_last_error(m));
+            tot[d][rec] = nfc_worker_workspace_bytes(w, &act[d][rec]);
+            CHECK(act[d][rec] > 0 && tot[d][rec] > act[d][rec], "depth %d, recompute %d: %lld of %lld", d ? 20 : 5, rec,
+                  (long long)act[d][rec], (long long)tot[d][rec]);
+            nfc_worker_free(w);
+            nfc_free(m);
+        }
+    printf("    worker workspace, activations (total) at 5 / 20 layers: kept %lld (%lld) / %lld (%lld), "
+           "recomputed %lld (%lld) / %lld (%lld) bytes\n", (long long)act[0][0], (long long)tot[0][0], (long long)act[1][0],
+           (long long)tot[1][0], (long long)act[0][1], (long long)tot[0][1], (long long)act[1][1], (long long)tot[1][1]);
+    CHECK(act[1][1] == act[0][1], "recomputed: %lld at 5 layers, %lld at 20", (long long)act[0][1], (long long)act[1][1]);
+    /* kept: at least one 64-wide f32 activation per added layer and row of a tile */
+    CHECK(act[1][0] - act[0][0] >= 15 * 64 * 4, "kept: %lld at 5 layers, %lld at 20", (long long)act[0][0], (long long)act[1][0]);
+    for (int rec = 0; rec < 2; rec++)
+        CHECK((tot[1][rec] - act[1][rec]) - (tot[0][rec] - act[0][rec]) >= 4 * (P[1] - P[0]),
+              "accumulators: %lld -> %lld bytes for %lld -> %lld parameters", (long long)(tot[0][rec] - act[0][rec]),
+              (long long)(tot[1][rec] - act[1][rec]), (long long)P[0], (long long)P[1]);
+    nfc_options o;
+    nfc_options_default(&o);
+    o.backend = NFC_BACKEND_INTERP;
+    nfc_model *m = nfc_compile_file("examples/moons.flow", &o, NULL);
+    CHECK(m != NULL, "moons");
+    if (!m) return;
+    nfc_worker *w = nfc_worker_new(m);
+    int64_t a = -1;
+    CHECK(w && nfc_worker_workspace_bytes(w, &a) == 0 && a == 0, "interpreter: %lld", (long long)a);
+    CHECK(nfc_worker_workspace_bytes(NULL, NULL) == -1, "NULL worker");
+    nfc_worker_free(w);
+    nfc_free(m);
+}
+
 TEST(recompute_option) {
     static const char *const paths[] = { "examples/moons.flow", "examples/maf.flow", "examples/glow_dense.flow", "examples/custom.flow" };
     for (int e = 0; e < 4; e++) {
@@ -541,6 +591,7 @@ int main(void) {
     RUN(threads_do_not_change_results);
     RUN(no_fuse_option);
     RUN(recompute_option);
+    RUN(worker_workspace_bytes);
     RUN(masked_products);
     RUN(perf_map);
     return t_done();
