@@ -28,6 +28,7 @@
  *   logprob_aot_sps  the same on T threads, each a contiguous part of the batch with its own
  *                    workspace (the library documents concurrent calls as safe)
  *   sample_*_sps     the same three for sampling (x and log p(x) of each sample)
+ *   rss_compiled_kb  the RSS after nfc_compile_file (the parameters, log_prob's code)
  *   rss_train_kb     the RSS while training (read after the warm-up steps: the parameters,
  *                    the optimizer's state, the workers' buffers and workspaces, the code)
  *   maxrss_kb        getrusage ru_maxrss at the end (the peak: compiling may reach it)
@@ -245,7 +246,7 @@ int main(int argc, char **argv) {
     double compile_s = now_s() - t0;
     if (!m) { nfc_diagnostics_print(diags, stderr, 0); return 1; }
     nfc_diagnostics_free(diags);
-    printf("compile_ms %.2f\n", 1e3 * compile_s);
+    printf("compile_ms %.2f\nrss_compiled_kb %ld\n", 1e3 * compile_s, rss_kb());
     const int D = nfc_model_dim(m);
     if (nfc_model_context_dim(m)) die(path, "conditional flows are not benchmarked");
     printf("dim %d\nparams %lld\n", D, (long long)nfc_param_total(m));

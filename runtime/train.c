@@ -758,6 +758,23 @@ static int opt_bound(const opt_pass *o, int64_t nblk, double gnorm) {
     return rt_adam_bound_finite(P, M, V, gnorm, o->gscale, o->t, o->lr, c->beta1, c->beta2, c->eps, c->weight_decay);
 }
 
+/* verify_bound: every block's recorded maxima (opt_bound) against the state itself */
+static int verify_maxima(const opt_pass *o, int64_t nblk, char *err, size_t errlen) {
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t i0 = b * OPT_BLOCK, i1 = i0 + OPT_BLOCK < o->P ? i0 + OPT_BLOCK : o->P;
+        double P = 0, M = 0, V = 0;
+        for (int64_t i = i0; i < i1; i++) {
+            P = fmax(P, fabs(o->p[i]));
+            M = fmax(M, fabs(o->m[i]));
+            V = fmax(V, fabs(o->v[i]));
+        }
+        if (P > o->mx[3 * b] || M > o->mx[3 * b + 1] || V > o->mx[3 * b + 2])
+            return errf(err, errlen, "internal error (verify_bound): block %lld's maxima %g %g %g are below the state's "
+                        "%g %g %g", (long long)b, o->mx[3 * b], o->mx[3 * b + 1], o->mx[3 * b + 2], P, M, V);
+    }
+    return 0;
+}
+
 /* the parameter whose new value (which 0) or moment (1: m, 2: v) is the first not finite */
 static const char *nonfinite_update(opt_pass *o, int which) {
     int64_t first;
@@ -1017,10 +1034,16 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
         op.v = av;
         op.t = S;
         op.lr = lr;
-        int ubad = 0;
-        if (!opt_bound(&op, nblk, gnorm)) {   /* pass 2, unless the bound answers it */
+        int ubad = 0, bounded = opt_bound(&op, nblk, gnorm);
+        rr.opt_checks_skipped += bounded;
+        if (!bounded || cfg->verify_bound) {   /* pass 2, unless the bound answers it */
             rt_pool_for(pool, nblk, opt_check, &op);
             for (int64_t b = 0; b < nblk; b++) ubad |= op.bad[b];
+            if (bounded && ubad) {
+                rc = errf(err, errlen, "internal error (verify_bound): the optimizer's bound claimed a finite update at "
+                          "step %lld, but it is not", (long long)S);
+                goto done;
+            }
         }
         if (ubad) {
             const char *badp = (ubad & 2) ? nonfinite_update(&op, 0) : NULL, *badm = badp ? NULL : nonfinite_update(&op, 1);
@@ -1033,6 +1056,10 @@ int rt_train_run(nfc_model *m, const rt_train_config *cfg, const rt_train_data *
         }
         rt_pool_for(pool, nblk, opt_apply, &op);
         op.mx_known = 1;
+        if (cfg->verify_bound && verify_maxima(&op, nblk, err, errlen)) {
+            rc = -1;
+            goto done;
+        }
         rr.step = S;
         ck.step = S;
         wsum += loss;

@@ -71,6 +71,10 @@ typedef struct {
                                 always at the end); default 0: only at the end */
     int      actnorm_init;   /* 1 (default): data-dependent actnorm initialization on the first
                                 batch of a run that does not resume */
+    int      verify_bound;   /* for tests, default 0: run AdamW's check pass even where the
+                                bound (rt_adam_bound_finite) makes it unnecessary, and fail
+                                the run if the bound claimed a finite update that was not, or
+                                if the per-block maxima it reads are below the state's */
 } rt_train_config;
 
 void rt_train_config_default(rt_train_config *c);
@@ -166,6 +170,7 @@ typedef struct {
     double  elapsed_s;
     int64_t bad_step;             /* NaN guard: the update (1-based) that failed, else 0 */
     int     bad_layer;            /* its first non-finite layer (1-based), 0: gradient only */
+    int64_t opt_checks_skipped;   /* updates whose check pass the bound made unnecessary */
 } rt_train_result;
 
 /* Train m on data for the configured number of updates (from resume->step when resume is

@@ -325,10 +325,11 @@ TEST(batches_pure_and_split) {
  * nfc_loss_grad on the whole batch, rt_train_clip, rt_adam_step. The model has 34052
  * parameters, so the optimizer's blocks are three and the last is partial; clipping is
  * active. Only summation orders differ (the gradient over shards, the norm over blocks). */
+static const char *const wide_src =
+    "flow wide {\n  input x: f32[2]\n  base normal\n  affine_coupling mask=alternate net=mlp(128, 128)\n"
+    "  reverse\n  affine_coupling mask=alternate net=mlp(128, 128)\n}\n";
+
 TEST(steps_equal_serial_reference) {
-    static const char *wide_src =
-        "flow wide {\n  input x: f32[2]\n  base normal\n  affine_coupling mask=alternate net=mlp(128, 128)\n"
-        "  reverse\n  affine_coupling mask=alternate net=mlp(128, 128)\n}\n";
     int64_t n = 48;
     double *x = make_data(n, 5);
     rt_train_data data = { x, NULL, n, NULL, NULL, 0 };
@@ -373,6 +374,44 @@ TEST(steps_equal_serial_reference) {
     free(p0); free(p); free(am); free(av); free(g); free(x);
     nfc_free(m);
     nfc_free(ref);
+}
+
+/* The plumbing of the check pass's skip (opt_bound): with verify_bound the run checks, after
+ * every update, each of the three optimizer blocks' recorded maxima against the state, and
+ * runs the check pass anyway, failing if the bound claimed a finite update that was not.
+ * Every update but the first (no maxima yet) is bounded here, the state is the same bits as
+ * a run without verification, and a tiny eps turns the skip off. */
+TEST(opt_bound_plumbing) {
+    int64_t n = 48;
+    double *x = make_data(n, 5);
+    rt_train_data data = { x, NULL, n, NULL, NULL, 0 };
+    nfc_model *m[3] = { compile_src(wide_src, 4), compile_src(wide_src, 4), compile_src(wide_src, 4) };
+    if (!m[0] || !m[1] || !m[2]) {
+        CHECK(0, "wide flow does not compile");
+        for (int k = 0; k < 3; k++) nfc_free(m[k]);
+        free(x);
+        return;
+    }
+    rt_train_result r[3];
+    for (int k = 0; k < 3; k++) {
+        rt_train_config cfg;
+        small_config(&cfg);
+        cfg.batch = n;
+        cfg.steps = 8;
+        cfg.valid_frac = 0;
+        cfg.verify_bound = k != 1;
+        if (k == 2) cfg.eps = 1e-305;   /* m / eps may overflow: the bound cannot answer */
+        char err[1024];
+        CHECK(rt_train_run(m[k], &cfg, &data, NULL, NULL, &r[k], err, sizeof err) == 0, "run %d: %s", k, err);
+    }
+    CHECK(r[0].opt_checks_skipped == 7 && r[1].opt_checks_skipped == 7, "skipped %lld and %lld of 8 check passes",
+          (long long)r[0].opt_checks_skipped, (long long)r[1].opt_checks_skipped);
+    CHECK(r[2].opt_checks_skipped == 0, "eps = 1e-305: skipped %lld check passes", (long long)r[2].opt_checks_skipped);
+    int64_t P = nfc_param_total(m[0]);
+    CHECK(P > 2 * 16384, "%lld parameters: fewer than 3 optimizer blocks", (long long)P);
+    CHECK(memcmp(nfc_params(m[0]), nfc_params(m[1]), sizeof(double) * (size_t)P) == 0, "verify_bound changed the state");
+    for (int k = 0; k < 3; k++) nfc_free(m[k]);
+    free(x);
 }
 
 /* rt_pool_loss_grad against nfc_worker_loss_grad shard by shard, added in shard order in f64:
@@ -801,6 +840,7 @@ int main(void) {
     RUN(resume_is_bit_identical);
     RUN(save_every_and_threads);
     RUN(steps_equal_serial_reference);
+    RUN(opt_bound_plumbing);
     RUN(pool_sums_equal_worker_sums);
     RUN(loss_decreases_with_context);
     RUN(nan_guard);
