@@ -673,6 +673,8 @@ static void ucopy(cgx *x, int dst, int src) {
             store(x, uelem(x, src, r, j), uptr(x, dst, r, j), x->esz);
 }
 
+static LLVMValueRef const_i32_table(cgx *x, const int32_t *v, int64_t n, const char *name);
+
 /* Code for unbatched node i (scalar loops over [rows, w]), run in the prologue or, for
  * values computed from sums over the batch, in the epilogue. Batched LU nodes get their
  * exp(+-diag) here (in the prologue); other batched nodes nothing. */
@@ -721,6 +723,17 @@ static void unbatched_node(cgx *x, int i) {
     case T_DIAG: {
         cgloop L;
         FOR(x, L, nd->w, j) store(x, uelem(x, nd->in[0], j, j), uptr(x, i, ci64(x, 0), j), x->esz);
+        return;
+    }
+    case T_GATHER: {   /* columns of an unbatched matrix (a MADE weight's units, derive.c) */
+        LLVMValueRef g = const_i32_table(x, x->p->ints + nd->aux, nd->w, "ugather_idx");
+        if (!g) return;
+        cgloop Lr, Lj;
+        FOR(x, Lr, nd->rows, r)
+            FOR(x, Lj, nd->w, j) {
+                LLVMValueRef s = LLVMBuildSExt(x->b, load(x, x->i32, gep(x, x->i32, g, j), 4), x->i64, "");
+                store(x, uelem(x, nd->in[0], r, s), uptr(x, i, r, j), x->esz);
+            }
         return;
     }
     case T_LOOP_BEGIN:

@@ -23,6 +23,8 @@ typedef struct {
     char           *err;
     size_t          errlen;
     int             salt;
+    int             made_steps;  /* MAF inverses unrolled by degree (maf_inverse_steps): only in
+                                    programs that are not differentiated */
 } dctx;
 
 static const ir_node *GN(const dctx *d, ir_ref r) { return &d->g->nodes[r]; }
@@ -37,8 +39,11 @@ static tref cst(dctx *d, double v) { return t_const(d->p, v); }
 
 /* ---- conditioner nets ---- */
 
-/* MADE masks for the dense layers of an autoregressive net over D inputs (+ C context). */
-static tref made_mask(dctx *d, const ir_net *net, int layer_k, int in_w, int out_w, int D) {
+/* MADE masks for the dense layers of an autoregressive net over D inputs (+ C context):
+ * [in_w, out_w] of 0/1, malloc'ed. Inputs have degrees 1..D (context 0), hidden units
+ * j mod (D - 1) + 1, outputs o mod D + 1; a hidden unit reads degrees <= its own, an output
+ * degrees < its own. */
+static double *made_mask_values(const ir_net *net, int layer_k, int in_w, int out_w, int D) {
     int C = net->ctx_width;
     int *din = xmalloc(sizeof(int) * (size_t)in_w), *dout = xmalloc(sizeof(int) * (size_t)out_w);
     /* degrees of the previous layer */
@@ -54,10 +59,15 @@ static tref made_mask(dctx *d, const ir_net *net, int layer_k, int in_w, int out
     double *m = xmalloc(sizeof(double) * (size_t)in_w * (size_t)out_w);
     for (int i = 0; i < in_w; i++)
         for (int o = 0; o < out_w; o++) m[(size_t)i * out_w + o] = last ? (din[i] < dout[o]) : (din[i] <= dout[o]);
-    tref r = t_consttensor(d->p, m, in_w, out_w);
-    free(m);
     free(din);
     free(dout);
+    return m;
+}
+
+static tref made_mask(dctx *d, const ir_net *net, int layer_k, int in_w, int out_w, int D) {
+    double *m = made_mask_values(net, layer_k, in_w, out_w, D);
+    tref r = t_consttensor(d->p, m, in_w, out_w);
+    free(m);
     return r;
 }
 
@@ -281,6 +291,112 @@ static int fwd_op(dctx *d, ir_ref r) {
     return 0;
 }
 
+/* The inverse of a MAF layer unrolled by degree, each MADE unit computed once (instead of
+ * the loop of inv_op, which evaluates the whole net D + 1 times). With made_mask's degrees,
+ * a hidden unit of degree k reads only inputs and units of degree <= k, and output d (x_d's
+ * scale and shift) only units of degree < d. So once x_1 .. x_{d-1} are known, the units of
+ * degree d - 1 are final: step d computes just those, in every hidden layer from the
+ * previous layer's units so far, then output d and x_d. Each layer's units so far are kept
+ * as a full-width value (each step's units SCATTERed and added; the units not computed yet
+ * are 0). That value holds exactly the entries the mask lets the step's units read, so the
+ * step's weights are the plain columns of its units (an unbatched GATHER, no mask): every
+ * sum has the loop's nonzero terms in the same order, and the results are the loop's up
+ * to the sign of a zero (test maf_steps_equal_loop), for finite weights (an infinite weight
+ * where the mask is 0 makes the unit NaN here). The log-determinant is summed in dimension
+ * order, as ROWSUM does. The program grows with D (about 45 nodes per step, compiled
+ * once per layer shape only in part), so D is capped at MAF_STEPS_MAX_D. Returns 1 (done),
+ * 0 (a net this does not cover: D < 2 or too large, fewer than two dense layers, a residual
+ * from the net's input; the loop is used) or -1. */
+#define MAF_STEPS_MAX_D 64
+static int maf_inverse_steps(dctx *d, const ir_node *n, tref y, tref *xout) {
+    tprog *p = d->p;
+    const ir_net *net = &d->g->nets[n->iattr[1]];
+    int D = n->width, ndense = 0, seen_dense = 0;
+    if (D < 2 || D > MAF_STEPS_MAX_D || net->out_width != 2 * D) return 0;
+    for (int i = 0; i < net->nl; i++) {
+        if (net->L[i].kind == NL_DENSE) { ndense++; seen_dense = 1; }
+        if (net->L[i].kind == NL_RES_BEGIN && !seen_dense) return 0;
+    }
+    if (ndense < 2 || ndense > 32) return 0;
+    tref ctx = n->nin > 1 ? d->val[n->in[1]] : -1;
+    tref full[32], xfull = -1, ldsum = -1;   /* full[k]: dense layer k's input so far (k >= 1) */
+    int nS = 0;
+    for (int i = 0, k = 0; i < net->nl; i++)
+        if (net->L[i].kind == NL_DENSE) {
+            full[k++] = -1;
+            nS += net->L[i].width;
+        }
+    int32_t *S = xmalloc(sizeof(int32_t) * (size_t)nS);
+    for (int dd = 1; dd <= D; dd++) {
+        tref cur = -1, saved[32];
+        int ncur = 0, nsaved = 0, nsv[32], k = 0, w = net->in_width;
+        int32_t *cs = NULL;   /* cur's columns: S + off */
+        int off = 0;
+        for (int i = 0; i < net->nl; i++) {
+            const ir_netlayer *l = &net->L[i];
+            if (l->kind == NL_DENSE) {
+                int last = k == ndense - 1;
+                tref F;
+                if (k == 0) {
+                    F = xfull;
+                    if (F >= 0 && ctx >= 0) { tref parts[2] = { xfull, ctx }; F = t_concat(p, parts, 2); }
+                } else {
+                    if (cur >= 0) {
+                        tref sc = t_scatter(p, cur, cs, ncur, w);
+                        full[k] = full[k] < 0 ? sc : t_bin(p, T_ADD, full[k], sc);
+                    }
+                    F = full[k];
+                }
+                /* this step's units of dense layer k */
+                int32_t *ns = S + off + ncur;
+                int nn = 0;
+                if (last) {
+                    ns[nn++] = dd - 1;
+                    ns[nn++] = D + dd - 1;
+                } else if (dd >= 2) {
+                    for (int o = dd - 2; o < l->width; o += D - 1) ns[nn++] = o;
+                }
+                off += ncur;
+                cs = ns;
+                ncur = nn;
+                if (nn == 0) {
+                    cur = -1;
+                } else {
+                    tref W = t_param(p, d->g, l->param_w), b = t_param(p, d->g, l->param_b);
+                    /* no mask: F holds exactly the values it allows, the rest are 0 */
+                    tref Ws = t_gather(p, W, ns, nn), bs = t_gather(p, b, ns, nn);
+                    cur = F >= 0 ? t_bin(p, T_ADD, t_matmul(p, F, Ws), bs) : bs;   /* F < 0: no input yet, all weights 0 */
+                }
+                w = l->width;
+                k++;
+            } else if (l->kind == NL_ACT) {
+                if (cur >= 0) cur = activation(d, l->act, cur);
+            } else if (l->kind == NL_RES_BEGIN) {
+                if (nsaved < 32) { nsv[nsaved] = ncur; saved[nsaved++] = cur; }
+            } else if (l->kind == NL_RES_END) {
+                if (nsaved > 0) {
+                    nsaved--;
+                    if ((saved[nsaved] < 0) != (cur < 0) || nsv[nsaved] != ncur) { free(S); return 0; }
+                    if (cur >= 0) cur = t_bin(p, T_ADD, cur, saved[nsaved]);
+                }
+            }
+        }
+        /* cur: [raw scale, shift] of dimension dd */
+        int32_t i0 = 0, i1 = 1, id = dd - 1;
+        tref raw = t_gather(p, cur, &i0, 1), t = t_gather(p, cur, &i1, 1), logs, scale;
+        scaling(d, n->iattr[0], n->fattr[0], raw, &logs, &scale);
+        tref xd = t_bin(p, T_SUB, t_gather(p, y, &id, 1), t);
+        xd = n->iattr[0] == SCALE_SIGMOID ? t_bin(p, T_DIV, xd, scale) : t_bin(p, T_MUL, xd, t_un(p, T_EXP, t_un(p, T_NEG, logs)));
+        tref sx = t_scatter(p, xd, &id, 1, D);
+        xfull = xfull < 0 ? sx : t_bin(p, T_ADD, xfull, sx);
+        ldsum = ldsum < 0 ? logs : t_bin(p, T_ADD, ldsum, logs);
+    }
+    free(S);
+    add_ld(d, t_un(p, T_NEG, ldsum));
+    *xout = xfull;
+    return 1;
+}
+
 /* ---- inverse rules: y = value of node r (known); compute its spine operand(s) ---- */
 
 static int inv_op(dctx *d, ir_ref r) {
@@ -353,6 +469,11 @@ static int inv_op(dctx *d, ir_ref r) {
         add_ld(d, t_rowsum(p, t_bin(p, T_ADD, t_un(p, T_LOGSIGMOID, y), t_un(p, T_LOGSIGMOID, t_un(p, T_NEG, y)))));
         break;
     case IR_MAF: {
+        if (d->made_steps) {
+            int rc = maf_inverse_steps(d, n, y, &x);
+            if (rc < 0) return -1;
+            if (rc > 0) break;
+        }
         /* x_{k+1} = (y - t(x_k)) * exp(-logs(x_k)); after D trips every dimension is exact,
          * because dimension d's parameters depend only on dimensions before d. */
         const ir_net *net = &d->g->nets[n->iattr[1]];
@@ -593,7 +714,8 @@ int derive_all(const ir_graph *g, arena *ar, derived *out, char *err, size_t err
             t_output(p, t_bin(p, T_ADD, base_logp(&d, z), ld));
         }
     }
-    /* inverse and sample */
+    /* inverse and sample (not differentiated: MAF inverses unrolled by degree) */
+    d.made_steps = 1;
     for (int k = 0; k < 2; k++) {
         tprog *p = out->p[k == 0 ? PROG_INVERSE : PROG_SAMPLE];
         reset(&d, p);

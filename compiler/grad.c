@@ -148,6 +148,10 @@ static int vjp(gctx *c, tref i) {
         return 0;
     }
     case T_GATHER: {
+        if (n.rows) {   /* unbatched: only in the sample and inverse programs, never differentiated */
+            snprintf(c->err, c->errlen, "gradient: an unbatched gather is not differentiable yet");
+            return -1;
+        }
         tref gf = full(c, g, i);
         acc(c, a, t_scatter(p, gf, &p->ints[n.aux], n.naux, TN(c, a)->w));
         return 0;

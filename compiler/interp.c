@@ -134,8 +134,8 @@ int interp_run_check(const tprog *p, int64_t n, int64_t row0, int64_t seed, cons
                 }
             break;
         }
-        case T_GATHER:
-            for (int64_t r = 0; r < n; r++)
+        case T_GATHER:   /* batched, or unbatched (rows) */
+            for (int64_t r = 0; r < rows; r++)
                 for (int j = 0; j < w; j++) o[r * w + j] = A[r * a->w + p->ints[nd->aux + j]];
             break;
         case T_CONCAT:

@@ -119,7 +119,7 @@ tref t_matmul(tprog *p, tref x, tref w) {
 }
 
 tref t_gather(tprog *p, tref x, const int32_t *idx, int n) {
-    tref r = push(p, T_GATHER, 0, n, &x, 1);
+    tref r = push(p, T_GATHER, TN(p, x)->rows, n, &x, 1);
     int32_t at = p->nints;
     for (int i = 0; i < n; i++) VEC_PUSH(p->ar, p->ints, p->nints, p->cap_ints, idx[i]);
     TN(p, r)->aux = at;
@@ -251,7 +251,7 @@ static int verify(const tprog *p, int *closed_by, char *err, size_t errlen) {
         }
         case T_GATHER: {
             const tnode *x = &p->nodes[n->in[0]];
-            if (n->naux != n->w || x->rows != 0) FAIL("%s: %%%d gather: bad shape", p->name, i);
+            if (n->naux != n->w || x->rows != n->rows) FAIL("%s: %%%d gather: bad shape", p->name, i);
             for (int k = 0; k < n->naux; k++)
                 if (p->ints[n->aux + k] < 0 || p->ints[n->aux + k] >= x->w) FAIL("%s: %%%d gather: index %d out of range", p->name, i, p->ints[n->aux + k]);
             break;
