@@ -544,6 +544,25 @@ TEST(perf_map) {
  * mm_mask_runs): at D = 32 they are taken (the IR has their run tables), and every pass,
  * sampling's loops and the gradient's transposed products included, equals the interpreter's
  * dense products */
+/* The MAF inverse by degree (derive.c, maf_inverse_steps: unbatched gathers of weight
+ * columns, scatters of each step's units) through the JIT against the interpreter, with a
+ * context, narrow and wide hidden layers, sigmoid scaling, f64 and f32, vector widths. */
+TEST(maf_steps_jit) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/nfc_api_cmaf_%d.flow", (int)getpid());
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("flow cmaf {\n  input x: f32[6]\n  context c: f32[3]\n  maf net=made(40, 3, act=elu)\n  reverse\n"
+          "  maf net=made(24) scaling=sigmoid\n}\n", f);
+    fclose(f);
+    compare(path, NFC_F64, 0);
+    compare(path, NFC_F32, 0);
+    compare(path, NFC_F32, 4);
+    compare(path, NFC_F64, 1);
+    unlink(path);
+}
+
 TEST(masked_products) {
     char path[128], ll[128];
     snprintf(path, sizeof path, "/tmp/nfc_api_maf32_%d.flow", (int)getpid());
@@ -593,6 +612,7 @@ int main(void) {
     RUN(recompute_option);
     RUN(worker_workspace_bytes);
     RUN(masked_products);
+    RUN(maf_steps_jit);
     RUN(perf_map);
     return t_done();
 }
