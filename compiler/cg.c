@@ -673,7 +673,14 @@ static void ucopy(cgx *x, int dst, int src) {
             store(x, uelem(x, src, r, j), uptr(x, dst, r, j), x->esz);
 }
 
-static LLVMValueRef const_i32_table(cgx *x, const int32_t *v, int64_t n, const char *name);
+/* a private constant i32 array in the current module */
+static LLVMValueRef const_i32_table(cgx *x, const int32_t *v, int64_t n, const char *name) {
+    LLVMValueRef *c = xmalloc(sizeof(LLVMValueRef) * (size_t)(n > 0 ? n : 1));
+    for (int64_t k = 0; k < n; k++) c[k] = ci32(x, v[k]);
+    LLVMValueRef g = const_array(x->M, x->i32, c, (uint64_t)n, name, 0);
+    free(c);
+    return g;
+}
 
 /* Code for unbatched node i (scalar loops over [rows, w]), run in the prologue or, for
  * values computed from sums over the batch, in the epilogue. Batched LU nodes get their
@@ -886,14 +893,6 @@ static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLV
     }
 }
 
-/* a private constant i32 array in the current module */
-static LLVMValueRef const_i32_table(cgx *x, const int32_t *v, int64_t n, const char *name) {
-    LLVMValueRef *c = xmalloc(sizeof(LLVMValueRef) * (size_t)(n > 0 ? n : 1));
-    for (int64_t k = 0; k < n; k++) c[k] = ci32(x, v[k]);
-    LLVMValueRef g = const_array(x->M, x->i32, c, (uint64_t)n, name, 0);
-    free(c);
-    return g;
-}
 
 enum { MM_MAX_RUNS = 8 };
 

@@ -39,11 +39,10 @@ static tref cst(dctx *d, double v) { return t_const(d->p, v); }
 
 /* ---- conditioner nets ---- */
 
-/* MADE masks for the dense layers of an autoregressive net over D inputs (+ C context):
- * [in_w, out_w] of 0/1, malloc'ed. Inputs have degrees 1..D (context 0), hidden units
- * j mod (D - 1) + 1, outputs o mod D + 1; a hidden unit reads degrees <= its own, an output
- * degrees < its own. */
-static double *made_mask_values(const ir_net *net, int layer_k, int in_w, int out_w, int D) {
+/* MADE masks for the dense layers of an autoregressive net over D inputs (+ C context).
+ * Inputs have degrees 1..D (context 0), hidden units j mod (D - 1) + 1, outputs o mod D + 1;
+ * a hidden unit reads degrees <= its own, an output degrees < its own. */
+static tref made_mask(dctx *d, const ir_net *net, int layer_k, int in_w, int out_w, int D) {
     int C = net->ctx_width;
     int *din = xmalloc(sizeof(int) * (size_t)in_w), *dout = xmalloc(sizeof(int) * (size_t)out_w);
     /* degrees of the previous layer */
@@ -59,15 +58,10 @@ static double *made_mask_values(const ir_net *net, int layer_k, int in_w, int ou
     double *m = xmalloc(sizeof(double) * (size_t)in_w * (size_t)out_w);
     for (int i = 0; i < in_w; i++)
         for (int o = 0; o < out_w; o++) m[(size_t)i * out_w + o] = last ? (din[i] < dout[o]) : (din[i] <= dout[o]);
-    free(din);
-    free(dout);
-    return m;
-}
-
-static tref made_mask(dctx *d, const ir_net *net, int layer_k, int in_w, int out_w, int D) {
-    double *m = made_mask_values(net, layer_k, in_w, out_w, D);
     tref r = t_consttensor(d->p, m, in_w, out_w);
     free(m);
+    free(din);
+    free(dout);
     return r;
 }
 
@@ -304,18 +298,18 @@ static int fwd_op(dctx *d, ir_ref r) {
  * to the sign of a zero (test maf_steps_equal_loop), for finite weights (an infinite weight
  * where the mask is 0 makes the unit NaN here). The log-determinant is summed in dimension
  * order, as ROWSUM does. The program grows with D (about 45 nodes per step, compiled
- * once per layer shape only in part), so D is capped at MAF_STEPS_MAX_D. Returns 1 (done),
- * 0 (a net this does not cover: D < 2 or too large, fewer than two dense layers, a residual
- * from the net's input; the loop is used) or -1. */
+ * once per layer shape only in part), so D is capped at MAF_STEPS_MAX_D. Returns 1 (done)
+ * or 0, before emitting anything, for a net this does not cover (D < 2 or too large, fewer
+ * than two dense layers, residual blocks, which made() nets do not have): the loop is used. */
 #define MAF_STEPS_MAX_D 64
 static int maf_inverse_steps(dctx *d, const ir_node *n, tref y, tref *xout) {
     tprog *p = d->p;
     const ir_net *net = &d->g->nets[n->iattr[1]];
-    int D = n->width, ndense = 0, seen_dense = 0;
+    int D = n->width, ndense = 0;
     if (D < 2 || D > MAF_STEPS_MAX_D || net->out_width != 2 * D) return 0;
     for (int i = 0; i < net->nl; i++) {
-        if (net->L[i].kind == NL_DENSE) { ndense++; seen_dense = 1; }
-        if (net->L[i].kind == NL_RES_BEGIN && !seen_dense) return 0;
+        if (net->L[i].kind == NL_DENSE) ndense++;
+        if (net->L[i].kind == NL_RES_BEGIN || net->L[i].kind == NL_RES_END) return 0;   /* not in made() nets */
     }
     if (ndense < 2 || ndense > 32) return 0;
     tref ctx = n->nin > 1 ? d->val[n->in[1]] : -1;
@@ -328,8 +322,8 @@ static int maf_inverse_steps(dctx *d, const ir_node *n, tref y, tref *xout) {
         }
     int32_t *S = xmalloc(sizeof(int32_t) * (size_t)nS);
     for (int dd = 1; dd <= D; dd++) {
-        tref cur = -1, saved[32];
-        int ncur = 0, nsaved = 0, nsv[32], k = 0, w = net->in_width;
+        tref cur = -1;
+        int ncur = 0, k = 0, w = net->in_width;
         int32_t *cs = NULL;   /* cur's columns: S + off */
         int off = 0;
         for (int i = 0; i < net->nl; i++) {
@@ -369,16 +363,8 @@ static int maf_inverse_steps(dctx *d, const ir_node *n, tref y, tref *xout) {
                 }
                 w = l->width;
                 k++;
-            } else if (l->kind == NL_ACT) {
-                if (cur >= 0) cur = activation(d, l->act, cur);
-            } else if (l->kind == NL_RES_BEGIN) {
-                if (nsaved < 32) { nsv[nsaved] = ncur; saved[nsaved++] = cur; }
-            } else if (l->kind == NL_RES_END) {
-                if (nsaved > 0) {
-                    nsaved--;
-                    if ((saved[nsaved] < 0) != (cur < 0) || nsv[nsaved] != ncur) { free(S); return 0; }
-                    if (cur >= 0) cur = t_bin(p, T_ADD, cur, saved[nsaved]);
-                }
+            } else if (l->kind == NL_ACT && cur >= 0) {
+                cur = activation(d, l->act, cur);
             }
         }
         /* cur: [raw scale, shift] of dimension dd */
@@ -470,9 +456,7 @@ static int inv_op(dctx *d, ir_ref r) {
         break;
     case IR_MAF: {
         if (d->made_steps) {
-            int rc = maf_inverse_steps(d, n, y, &x);
-            if (rc < 0) return -1;
-            if (rc > 0) break;
+            if (maf_inverse_steps(d, n, y, &x)) break;
         }
         /* x_{k+1} = (y - t(x_k)) * exp(-logs(x_k)); after D trips every dimension is exact,
          * because dimension d's parameters depend only on dimensions before d. */
