@@ -26,7 +26,9 @@
  *   logprob_api_sps  nfc_log_prob (doubles in and out, converted in chunks; one thread)
  *   logprob_aot1_sps the AOT library's <prefix>_log_prob (float in and out), one thread
  *   logprob_aot_sps  the same on T threads, each a contiguous part of the batch with its own
- *                    workspace (the library documents concurrent calls as safe)
+ *                    workspace (the library documents concurrent calls as safe), the parts
+ *                    run by nfc's runtime thread pool (rt_pool_for, as `nfc train` uses it:
+ *                    its threads spin briefly between calls before they sleep)
  *   sample_*_sps     the same three for sampling (x and log p(x) of each sample)
  *   rss_compiled_kb  the RSS after nfc_compile_file (the parameters, log_prob's code)
  *   rss_train_kb     the RSS while training (read after the warm-up steps: the parameters,
@@ -41,7 +43,6 @@
 #endif
 #include <dlfcn.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,13 +124,13 @@ typedef struct {
     int64_t        n;
     float         *x, *lp, *xs, *lps;
     void         **ws;
-    int            job; /* 0 log_prob, 1 sample, -1 quit */
-    pthread_barrier_t go, done;
+    int            job; /* 0 log_prob, 1 sample */
+    rt_pool       *pool;
 } aot_ctx;
 
-typedef struct { aot_ctx *a; int i; } aot_arg;
-
-static void aot_part(aot_ctx *a, int i) {
+/* part i of T of the batch: a contiguous range of rows, with workspace i */
+static void aot_part(void *p, int64_t i) {
+    aot_ctx *a = p;
     int64_t r0 = a->n * i / a->T, r1 = a->n * (i + 1) / a->T;
     int rc;
     if (a->job == 0) rc = a->lpf(r1 - r0, a->x + r0 * a->D, a->lp + r0, a->ws[i]);
@@ -137,23 +138,12 @@ static void aot_part(aot_ctx *a, int i) {
     if (rc) { fprintf(stderr, "nfc_bench: AOT call failed: %d\n", rc); exit(1); }
 }
 
-static void *aot_thread(void *p) {
-    aot_arg *g = p;
-    for (;;) {
-        pthread_barrier_wait(&g->a->go);
-        if (g->a->job < 0) return NULL;
-        aot_part(g->a, g->i);
-        pthread_barrier_wait(&g->a->done);
-    }
-}
-
-static int g_aot_threads_active;
+/* one call on T threads: the T parts spread over the threads of nfc's runtime pool (the
+ * caller's and T - 1 that spin briefly between jobs, as in `nfc train`) */
 static void aot_run(void *p) {
     aot_ctx *a = p;
-    if (a->T == 1 || !g_aot_threads_active) { int T = a->T; a->T = 1; aot_part(a, 0); a->T = T; return; }
-    pthread_barrier_wait(&a->go);
-    aot_part(a, 0);
-    pthread_barrier_wait(&a->done);
+    if (a->T == 1) aot_part(a, 0);
+    else rt_pool_for(a->pool, a->T, aot_part, a);
 }
 
 /* ---- the API ---- */
@@ -305,16 +295,8 @@ int main(int argc, char **argv) {
     a.ws = calloc((size_t)T, sizeof(void *));
     size_t wb = (size_t)((wsz() + 63) / 64 * 64);
     for (int i = 0; i < T; i++) a.ws[i] = aligned_alloc(64, wb ? wb : 64);
-    pthread_barrier_init(&a.go, NULL, (unsigned)T);
-    pthread_barrier_init(&a.done, NULL, (unsigned)T);
-    pthread_t *th = calloc((size_t)T, sizeof(pthread_t));
-    aot_arg *args = calloc((size_t)T, sizeof(aot_arg));
-    for (int i = 1; i < T; i++) {
-        args[i].a = &a;
-        args[i].i = i;
-        pthread_create(&th[i], NULL, aot_thread, &args[i]);
-    }
-    g_aot_threads_active = 1;
+    char perr[1024];
+    if (T > 1 && !(a.pool = rt_pool_new(m, T, perr, sizeof perr))) die("rt_pool_new", perr);
 
     api_ctx ap = { m, B, x, lp, xs, 0 };
     /* log_prob */
@@ -342,9 +324,7 @@ int main(int argc, char **argv) {
         if (d > maxd) maxd = d;
     }
     printf("aot_vs_jit_maxrel %.3g\n", maxd);
-    a.job = -1;
-    pthread_barrier_wait(&a.go);
-    for (int i = 1; i < T; i++) pthread_join(th[i], NULL);
+    rt_pool_free(a.pool);
 
 training:;
     /* training: rt_train_run, as `nfc train` runs it */

@@ -634,7 +634,7 @@ static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, 
         LLVMValueRef l = mathf(x, MF_LOG1P, mathf(x, MF_EXP, fneg(x, fabs_(x, a))));
         return fsub(x, sel(x, fcmp(x, LLVMRealOLT, a, zero), a, zero), l);
     }
-    case T_RELU: return sel(x, fcmp(x, LLVMRealUGT, a, zero), a, zero);   /* NaN stays NaN */
+    case T_RELU: return sel(x, fcmp(x, LLVMRealOLT, a, zero), zero, a);   /* NaN stays NaN; x86: one max */
     case T_ELU: return sel(x, fcmp(x, LLVMRealOGT, a, zero), a, mathf(x, MF_EXPM1, a));
     case T_GELU: { /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
         LLVMValueRef x3 = fmul(x, fmul(x, a, a), a);
@@ -845,36 +845,53 @@ static LLVMValueRef mm_w(cgx *x, int i, LLVMValueRef ii, LLVMValueRef o) {
     const tnode *nd = ND(x, i);
     return splat(x, nd->op == T_MATMUL_NT ? uelem(x, nd->in[1], o, ii) : uelem(x, nd->in[1], ii, o));
 }
-/* One block: the sum runs over R runs of consecutive input rows [se[2r], se[2r+1]) (the
- * first non-empty; a dense product is the single run [0, in), whose constant bounds let a
- * short sum be straight-line code). */
-enum { MM_BS_MAX = 8 };
+/* One input row ii's terms of a block: acc[t * bs + k] (+)= x_t[ii] * W[ii][o0 + k] for the nt
+ * tiles t and bs outputs k; first: the term starts the sum (0 + a*b would cost an add: -0 + 0
+ * is +0). */
 static void tile_ctx(cgx *x, int t);
-static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLVMValueRef *se, int R) {
-    const tnode *nd = ND(x, i);
-    int X = nd->in[0], nt = x->pair_mm ? 2 : 1;   /* tiles: with pair_mm each weight is used twice */
-    LLVMValueRef acc[2 * MM_BS_MAX], xt[2];
+static void mm_row(cgx *x, int i, LLVMValueRef o0, int bs, LLVMValueRef ii, LLVMValueRef *acc, int first) {
+    int X = ND(x, i)->in[0], nt = x->pair_mm ? 2 : 1;   /* tiles: with pair_mm each weight is used twice */
+    LLVMValueRef xt[2];
     for (int t = 0; t < nt; t++) {
         if (x->pair_mm) tile_ctx(x, t);
-        xt[t] = bload(x, X, se[0]);
+        xt[t] = bload(x, X, ii);
     }
-    /* the first term starts the sum (0 + a*b would cost an add: -0 + 0 is +0) */
     for (int k = 0; k < bs; k++) {
-        LLVMValueRef w = mm_w(x, i, se[0], LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""));
-        for (int t = 0; t < nt; t++) acc[t * bs + k] = fmul(x, xt[t], w);
+        LLVMValueRef w = mm_w(x, i, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""));
+        for (int t = 0; t < nt; t++) {
+            LLVMValueRef p = fmul(x, xt[t], w);
+            acc[t * bs + k] = first ? p : fadd(x, acc[t * bs + k], p);
+        }
     }
-    for (int r = 0; r < R; r++) {
+}
+
+/* One block of bs outputs. The sum runs over R runs of consecutive input rows [se[2r],
+ * se[2r+1]) (the first non-empty; a dense product is the single run [0, in), whose constant
+ * bounds let a short sum be straight-line code). P > 1 (dense only): the rows are split into
+ * P parts of in / P rows (the last takes the rest) summed side by side in one loop, then
+ * added part by part: a narrow block (the last in % 8 outputs, e.g. a 64 -> 2 product) has
+ * too few accumulators to keep two FMA pipes of latency 4 busy, and its sum in one chain is
+ * latency-bound (docs/codegen.md, "Matrix products"). */
+enum { MM_BS_MAX = 8 };
+static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLVMValueRef *se, int R, int P) {
+    int nt = x->pair_mm ? 2 : 1, C = nt * bs;
+    LLVMValueRef acc[2 * MM_BS_MAX];
+    if (P > 1) {
+        int64_t in = LLVMConstIntGetSExtValue(se[1]), L = in / P;
+        for (int p = 0; p < P; p++) mm_row(x, i, o0, bs, ci64(x, p * L), acc + p * C, 1);
         cgloop Li;
-        LLVMValueRef s = r == 0 ? LLVMBuildNSWAdd(x->b, se[0], ci64(x, 1), "") : se[2 * r];
-        RFOR(x, Li, s, se[2 * r + 1], ii, acc, nt * bs) {
-            for (int t = 0; t < nt; t++) {
-                if (x->pair_mm) tile_ctx(x, t);
-                xt[t] = bload(x, X, ii);
-            }
-            for (int k = 0; k < bs; k++) {
-                LLVMValueRef w = mm_w(x, i, ii, LLVMBuildNSWAdd(x->b, o0, ci64(x, k), ""));
-                for (int t = 0; t < nt; t++) acc[t * bs + k] = fadd(x, acc[t * bs + k], fmul(x, xt[t], w));
-            }
+        RFOR(x, Li, ci64(x, 1), ci64(x, L), j, acc, P * C) {
+            for (int p = 0; p < P; p++) mm_row(x, i, o0, bs, LLVMBuildNSWAdd(x->b, j, ci64(x, p * L), ""), acc + p * C, 0);
+        }
+        for (int64_t r = P * L; r < in; r++) mm_row(x, i, o0, bs, ci64(x, r), acc + (P - 1) * C, 0);
+        for (int c = 0; c < C; c++)
+            for (int p = 1; p < P; p++) acc[c] = fadd(x, acc[c], acc[p * C + c]);
+    } else {
+        mm_row(x, i, o0, bs, se[0], acc, 1);
+        for (int r = 0; r < R; r++) {
+            cgloop Li;
+            LLVMValueRef s = r == 0 ? LLVMBuildNSWAdd(x->b, se[0], ci64(x, 1), "") : se[2 * r];
+            RFOR(x, Li, s, se[2 * r + 1], ii, acc, C) mm_row(x, i, o0, bs, ii, acc, 0);
         }
     }
     for (int t = 0; t < nt; t++) {
@@ -970,18 +987,21 @@ static void emit_matmul(cgx *x, int i, int root) {
             LLVMValueRef at = LLVMBuildNSWMul(x->b, ob, ci64(x, 2 * R), ""), se[2 * MM_MAX_RUNS];
             for (int r = 0; r < 2 * R; r++)
                 se[r] = LLVMBuildSExt(x->b, load(x, x->i32, gep(x, x->i32, trng, LLVMBuildNSWAdd(x->b, at, ci64(x, r), "")), 4), x->i64, "");
-            mm_block(x, i, o0, B, root, se, R);
+            mm_block(x, i, o0, B, root, se, R, 1);
         } else {
-            mm_block(x, i, o0, B, root, dense, 1);
+            mm_block(x, i, o0, B, root, dense, 1, 1);
         }
         x->unroll = 0;
     }
-    FOR(x, L, out - nb * B, r) {
-        x->unroll = save;
-        mm_block(x, i, LLVMBuildNSWAdd(x->b, r, ci64(x, nb * B), ""), 1, root, dense, 1);
-        x->unroll = 0;
-    }
+    /* the last out % 8 outputs as one block, its sums split into parts so that it has about
+     * 8 accumulators per tile (parts of at least 4 rows). The parts depend on the product's
+     * shape only, not on tile pairs or the vector width: the same bits from every variant. */
     x->unroll = save;
+    if (out > nb * B) {
+        int bs = (int)(out - nb * B), P = 8 / bs;
+        if (P > in / 4) P = (int)(in / 4);
+        mm_block(x, i, ci64(x, nb * B), bs, root, dense, 1, P > 1 ? P : 1);
+    }
 }
 
 static void emit_gather(cgx *x, int i) {

@@ -56,7 +56,7 @@ static double unary(int op, double x, double a) {
     case T_SIGMOID: return sigmoid(x);
     case T_LOGSIGMOID: return -softplus(-x);
     case T_SOFTPLUS: return softplus(x);
-    case T_RELU: return x > 0 || isnan(x) ? x : 0;   /* NaN stays NaN, as in PyTorch */
+    case T_RELU: return x < 0 ? 0 : x;   /* NaN stays NaN, as in PyTorch; relu(-0) = -0 */
     case T_ELU: return x > 0 ? x : expm1(x);
     case T_GELU: return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
     case T_LEAKY: return x > 0 ? x : a * x;
