@@ -296,7 +296,7 @@ int main(int argc, char **argv) {
     size_t wb = (size_t)((wsz() + 63) / 64 * 64);
     for (int i = 0; i < T; i++) a.ws[i] = aligned_alloc(64, wb ? wb : 64);
     char perr[1024];
-    if (T > 1 && !(a.pool = rt_pool_new(m, T, perr, sizeof perr))) die("rt_pool_new", perr);
+    if (T > 1 && !(a.pool = rt_pool_new(NULL, T, perr, sizeof perr))) die("rt_pool_new", perr);   /* threads only */
 
     api_ctx ap = { m, B, x, lp, xs, 0 };
     /* log_prob */

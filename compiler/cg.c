@@ -788,8 +788,66 @@ static LLVMValueRef row_ptrs(cgx *x, LLVMValueRef buf, int w, LLVMValueRef j) {
     return gep(x, x->T, tile, idx);
 }
 
+/* The interleave of a and b (V lanes each): lanes [h*V/2, (h+1)*V/2) of each, alternating:
+ * h = 0 gives a0 b0 a1 b1 ..., h = 1 the upper halves. */
+static LLVMValueRef interleave(cgx *x, LLVMValueRef a, LLVMValueRef b, int h) {
+    LLVMValueRef m[64];
+    for (int k = 0; k < x->V / 2; k++) {
+        m[2 * k] = ci32(x, h * x->V / 2 + k);
+        m[2 * k + 1] = ci32(x, x->V + h * x->V / 2 + k);
+    }
+    return LLVMBuildShuffleVector(x->b, a, b, LLVMConstVector(m, (unsigned)x->V), "");
+}
+/* r[0..V-1] <- its transpose (V a power of 2): log2 V rounds of interleaving r[k] with
+ * r[k + V/2] (the halves' low lanes into r[2k], high into r[2k+1]); V log2 V shuffles. */
+static void transpose(cgx *x, LLVMValueRef *r) {
+    LLVMValueRef t[64];
+    for (int s = 1; s < x->V; s *= 2) {
+        for (int k = 0; k < x->V / 2; k++) {
+            t[2 * k] = interleave(x, r[k], r[k + x->V / 2], 0);
+            t[2 * k + 1] = interleave(x, r[k], r[k + x->V / 2], 1);
+        }
+        memcpy(r, t, sizeof(LLVMValueRef) * (size_t)x->V);
+    }
+}
+
+/* Moving a tile between a row-major [n, w] user buffer and feature vectors: with all V rows
+ * present and w >= V (V a power of 2), blocks of V features are V contiguous row loads (or
+ * stores) and a transpose in registers (the last block overlaps the one before when V does
+ * not divide w: a few features are moved twice, with the same values); otherwise, or in a
+ * partial tile, a masked gather (scatter) per feature. The gathers cost 4.9% of log_prob at
+ * D = 64. Returns 1 when the fast path was emitted (then *done is its block, to be
+ * branched to after the slow path). */
+static LLVMValueRef row_ptr(cgx *x, LLVMValueRef buf, int w, int l, int64_t j) {
+    LLVMValueRef r = LLVMBuildNSWAdd(x->b, x->tbase, ci64(x, l), "");
+    return gep(x, x->T, buf, LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, r, ci64(x, w), ""), ci64(x, j), ""));
+}
+static int rows_fast_path(cgx *x, int w, LLVMBasicBlockRef *slow, LLVMBasicBlockRef *done) {
+    if (x->V < 2 || (x->V & (x->V - 1)) || w < x->V) return 0;
+    LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(x->C, x->fn, "rows_fast");
+    *slow = LLVMAppendBasicBlockInContext(x->C, x->fn, "rows_slow");
+    *done = LLVMAppendBasicBlockInContext(x->C, x->fn, "rows_done");
+    LLVMValueRef rem = LLVMBuildNSWSub(x->b, x->a_n, x->tbase, "");
+    LLVMBuildCondBr(x->b, LLVMBuildICmp(x->b, LLVMIntSGE, rem, ci64(x, x->V), ""), fast, *slow);
+    LLVMPositionBuilderAtEnd(x->b, fast);
+    return 1;
+}
+
 static void load_arg(cgx *x, int i) {
     const tnode *nd = ND(x, i);
+    int w = nd->w;
+    LLVMBasicBlockRef slow = NULL, done = NULL;
+    if (rows_fast_path(x, w, &slow, &done)) {
+        LLVMValueRef r[64];
+        for (int64_t j0 = 0; j0 < w; j0 += x->V) {
+            int64_t b = j0 + x->V <= w ? j0 : w - x->V;
+            for (int l = 0; l < x->V; l++) r[l] = load(x, x->VT, row_ptr(x, x->argp[nd->iattr[0]], w, l, b), x->esz);
+            transpose(x, r);
+            for (int k = 0; k < x->V; k++) bstore(x, i, ci64(x, b + k), r[k]);
+        }
+        LLVMBuildBr(x->b, done);
+        LLVMPositionBuilderAtEnd(x->b, slow);
+    }
     cgloop L;
     FOR(x, L, nd->w, j) {
         LLVMValueRef p = row_ptrs(x, x->argp[nd->iattr[0]], nd->w, j), v;
@@ -803,11 +861,28 @@ static void load_arg(cgx *x, int i) {
         }
         bstore(x, i, j, v);
     }
+    if (done) {
+        LLVMBuildBr(x->b, done);
+        LLVMPositionBuilderAtEnd(x->b, done);
+    }
 }
 
 static void store_out(cgx *x, int k) {
     int i = x->p->outs[k];
     const tnode *nd = ND(x, i);
+    int w = nd->w;
+    LLVMBasicBlockRef slow = NULL, done = NULL;
+    if (rows_fast_path(x, w, &slow, &done)) {
+        LLVMValueRef r[64];
+        for (int64_t j0 = 0; j0 < w; j0 += x->V) {
+            int64_t b = j0 + x->V <= w ? j0 : w - x->V;
+            for (int f = 0; f < x->V; f++) r[f] = bload(x, i, ci64(x, b + f));
+            transpose(x, r);
+            for (int l = 0; l < x->V; l++) store(x, r[l], row_ptr(x, x->outp[k], w, l, b), x->esz);
+        }
+        LLVMBuildBr(x->b, done);
+        LLVMPositionBuilderAtEnd(x->b, slow);
+    }
     cgloop L;
     FOR(x, L, nd->w, j) {
         LLVMValueRef p = row_ptrs(x, x->outp[k], nd->w, j), v = bload(x, i, j);
@@ -820,10 +895,18 @@ static void store_out(cgx *x, int k) {
             LLVMBuildCall2(x->b, fty, f, a, 4, "");
         }
     }
+    if (done) {
+        LLVMBuildBr(x->b, done);
+        LLVMPositionBuilderAtEnd(x->b, done);
+    }
 }
 
 /* copy nfeat feature vectors of batched node src (from feature s0) to dst (from d0) */
 static void vcopy(cgx *x, int dst, int64_t d0, int src, int64_t s0, int64_t nfeat) {
+    if (nfeat <= 64 && nfeat * x->V * x->esz <= 4096) {   /* inline: a memcpy call cost 2-3% at D = 64 */
+        for (int64_t f = 0; f < nfeat; f++) bstore(x, dst, ci64(x, d0 + f), bload(x, src, ci64(x, s0 + f)));
+        return;
+    }
     LLVMValueRef d = bptr(x, dst, ci64(x, d0)), s = bptr(x, src, ci64(x, s0));
     LLVMBuildMemCpy(x->b, d, (unsigned)x->valign, s, (unsigned)x->valign, ci64(x, nfeat * x->V * x->esz));
 }

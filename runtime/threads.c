@@ -245,9 +245,9 @@ rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
     p->m = m;
-    p->D = nfc_model_dim(m);
-    p->C = nfc_model_context_dim(m);
-    p->P = nfc_param_total(m);
+    p->D = m ? nfc_model_dim(m) : 0;
+    p->C = m ? nfc_model_context_dim(m) : 0;
+    p->P = m ? nfc_param_total(m) : 0;
     p->t = calloc((size_t)threads, sizeof *p->t);
     p->buf = calloc((size_t)threads, sizeof *p->buf);
     p->loss = calloc((size_t)threads, sizeof *p->loss);
@@ -258,6 +258,7 @@ rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen) {
     for (int i = 0; i < threads; i++) {
         p->t[i].p = p;
         p->t[i].id = i;
+        if (!m) continue;
         p->t[i].w = nfc_worker_new(m);
         if (!p->t[i].w) { snprintf(err, errlen, "%s", nfc_last_error(m)); rt_pool_free(p); return NULL; }
     }
@@ -283,6 +284,7 @@ void rt_pool_for(rt_pool *p, int64_t nblocks, void (*fn)(void *ctx, int64_t b), 
 
 int rt_pool_loss_grad(rt_pool *p, int64_t n, const double *x, const double *ctx, int64_t shard, double *loss_sum,
                       double *grad, int64_t block, double *sumsq, char *bad, char *err, size_t errlen) {
+    if (!p->m) { snprintf(err, errlen, "a thread pool made without a model has no workers"); return -1; }
     if (n < 1 || shard < 1) { snprintf(err, errlen, "empty batch"); return -1; }
     p->raw = shard <= nfc_worker_rows_max();
     p->esz = p->raw ? nfc_grad_elem_size(p->m) : (int)sizeof(double);

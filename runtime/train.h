@@ -235,7 +235,8 @@ uint64_t rt_train_data_hash(const rt_train_data *d, int D, int C);
 
 /* ---- the thread pool (runtime/threads.c) ---- */
 
-/* T threads, each with its own nfc_worker of m. Returns NULL with a message in err. */
+/* T threads, each with its own nfc_worker of m (m NULL: no workers, for rt_pool_for only).
+ * Returns NULL with a message in err. */
 typedef struct rt_pool rt_pool;
 rt_pool *rt_pool_new(nfc_model *m, int threads, char *err, size_t errlen);
 /* The loss and gradient sums of n rows: cut into shards of `shard` rows, computed T at a

@@ -547,6 +547,54 @@ TEST(perf_map) {
 /* The MAF inverse by degree (derive.c, maf_inverse_steps: unbatched gathers of weight
  * columns, scatters of each step's units) through the JIT against the interpreter, with a
  * context, narrow and wide hidden layers, sigmoid scaling, f64 and f32, vector widths. */
+/* A tile's rows moved between the user's row-major buffers and feature vectors: with all V
+ * rows present and D >= V, contiguous row loads/stores and a transpose in registers (the
+ * last block overlapping when V does not divide D); else masked gathers/scatters. A flow
+ * that only permutes makes every value exact: forward must give the reversed rows and
+ * inverse the rows back, bit for bit, for widths around the vector width and row counts
+ * around a tile (and a tile pair), f32 and f64, native width and 4. */
+TEST(rows_transposed) {
+    static const int Ds[] = { 3, 8, 15, 16, 17, 35, 64 }, Ns[] = { 1, 15, 16, 17, 33, 100 };
+    for (size_t a = 0; a < sizeof Ds / sizeof Ds[0]; a++) {
+        int D = Ds[a];
+        char src[160];
+        snprintf(src, sizeof src, "flow perm {\n  input x: f32[%d]\n  base normal\n  reverse\n  permute seed=5\n}\n", D);
+        for (int dt = 0; dt < 2; dt++)
+            for (int vw = 0; vw <= 4; vw += 4) {
+                nfc_options o;
+                nfc_options_default(&o);
+                o.dtype = dt ? NFC_F64 : NFC_F32;
+                o.vector_width = vw;
+                o.threads = 1;
+                nfc_diagnostics *d = NULL;
+                nfc_model *m = nfc_compile_string("perm.flow", src, &o, &d);
+                nfc_model *r = nfc_compile_string("perm.flow", src, &(nfc_options){ .dtype = NFC_F64, .backend = NFC_BACKEND_INTERP,
+                                                                                  .opt_level = 2, .threads = 1 }, NULL);
+                if (!m) nfc_diagnostics_print(d, stdout, 0);
+                nfc_diagnostics_free(d);
+                CHECK(m && r);
+                if (!m || !r) { nfc_free(m); nfc_free(r); continue; }
+                for (size_t b = 0; b < sizeof Ns / sizeof Ns[0]; b++) {
+                    int n = Ns[b];
+                    double *x = malloc(sizeof(double) * (size_t)(n * D)), *z = malloc(sizeof(double) * (size_t)(n * D));
+                    double *zr = malloc(sizeof(double) * (size_t)(n * D)), *xb = malloc(sizeof(double) * (size_t)(n * D));
+                    double ld[100], ldr[100];
+                    for (int i = 0; i < n * D; i++) x[i] = (double)(i % 1000) + 0.25 * (i / 1000) - 7;   /* exact in f32 */
+                    CHECK(nfc_forward(m, n, x, NULL, z, ld) == 0, "%s", nfc_last_error(m));
+                    CHECK(nfc_forward(r, n, x, NULL, zr, ldr) == 0, "%s", nfc_last_error(r));
+                    CHECK(nfc_inverse(m, n, z, NULL, xb, ld) == 0, "%s", nfc_last_error(m));
+                    int bad = 0, badi = 0;
+                    for (int i = 0; i < n * D; i++) { bad += z[i] != zr[i]; badi += xb[i] != x[i]; }
+                    CHECK(bad == 0 && badi == 0, "D=%d n=%d %s width %d: %d forward values differ from the interpreter's, %d "
+                          "inverse values from x", D, n, dt ? "f64" : "f32", vw, bad, badi);
+                    free(x); free(z); free(zr); free(xb);
+                }
+                nfc_free(m);
+                nfc_free(r);
+            }
+    }
+}
+
 TEST(maf_steps_jit) {
     char path[128];
     snprintf(path, sizeof path, "/tmp/nfc_api_cmaf_%d.flow", (int)getpid());
@@ -612,6 +660,7 @@ int main(void) {
     RUN(recompute_option);
     RUN(worker_workspace_bytes);
     RUN(masked_products);
+    RUN(rows_transposed);
     RUN(maf_steps_jit);
     RUN(perf_map);
     return t_done();

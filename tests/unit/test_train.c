@@ -13,7 +13,9 @@
 #include "t.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -829,9 +831,42 @@ TEST(bad_checkpoints_refused) {
     free(x);
 }
 
+/* rt_pool_for on a pool made without a model (threads only; what nfc_bench uses to run the
+ * AOT library's calls on T threads): every block runs exactly once, a job after a job reuses
+ * the threads, and the gradient job is refused with a message instead of a crash. */
+typedef struct { _Atomic int hits[1000]; _Atomic int calls; } for_ctx;
+static void for_block(void *c, int64_t b) {
+    for_ctx *f = c;
+    atomic_fetch_add(&f->hits[b], 1);
+    atomic_fetch_add(&f->calls, 1);
+}
+TEST(pool_for_without_model) {
+    char err[256] = "";
+    for (int T = 1; T <= 3; T++) {
+        rt_pool *p = rt_pool_new(NULL, T, err, sizeof err);
+        CHECK(p != NULL, "rt_pool_new(NULL, %d): %s", T, err);
+        if (!p) continue;
+        CHECK(rt_pool_threads(p) == T, "%d threads", rt_pool_threads(p));
+        static for_ctx f;
+        for (int job = 0; job < 50; job++) {
+            int64_t nb = 1 + (job * 37) % 1000;
+            memset(&f, 0, sizeof f);
+            rt_pool_for(p, nb, for_block, &f);
+            int bad = 0;
+            for (int64_t b = 0; b < 1000; b++) bad += atomic_load(&f.hits[b]) != (b < nb);
+            CHECK(bad == 0 && atomic_load(&f.calls) == nb, "T=%d job %d: %d blocks run other than once", T, job, bad);
+        }
+        double x[2] = { 0, 0 }, loss = 0, g[1];
+        CHECK(rt_pool_loss_grad(p, 1, x, NULL, 1, &loss, g, 0, NULL, NULL, err, sizeof err) < 0 && strstr(err, "without a model"),
+              "loss_grad on a pool without a model: %s", err);
+        rt_pool_free(p);
+    }
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nfc_train_XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    RUN(pool_for_without_model);
     RUN(adamw_by_hand);
     RUN(adam_bound_finite);
     RUN(clipping);
