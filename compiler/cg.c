@@ -1162,16 +1162,24 @@ static void emit_lu(cgx *x, int i) {
     }
 }
 
-/* SCATTER: y = 0; y[idx[j]] += x[j] for j in order */
+/* SCATTER: y = 0; y[idx[j]] += x[j] for j in order. A position's first write stores 0 + x[j]
+ * (the same value as adding to the zero), the positions no j writes get a zero vector: no
+ * memset of the whole slot and no load of a zero back (a libc memset of 4 KB a tile for
+ * each of a coupling's scatters in the gradient at D = 64). */
 static void emit_scatter(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     const int32_t *idx = x->p->ints + nd->aux;
-    LLVMBuildMemSet(x->b, bptr(x, i, ci64(x, 0)), LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0),
-                    ci64(x, (int64_t)nd->w * x->V * x->esz), (unsigned)x->valign);
+    char *seen = calloc((size_t)nd->w, 1);
+    if (!seen) { cg_fail(x, "out of memory"); return; }
+    LLVMValueRef zero = LLVMConstNull(x->VT);
     for (int j = 0; j < nd->naux; j++) {
-        LLVMValueRef d = ci64(x, idx[j]);
-        bstore(x, i, d, fadd(x, bload(x, i, d), bload(x, nd->in[0], ci64(x, j))));
+        LLVMValueRef d = ci64(x, idx[j]), v = bload(x, nd->in[0], ci64(x, j));
+        bstore(x, i, d, fadd(x, seen[idx[j]] ? bload(x, i, d) : zero, v));
+        seen[idx[j]] = 1;
     }
+    for (int d = 0; d < nd->w; d++)
+        if (!seen[d]) bstore(x, i, ci64(x, d), zero);
+    free(seen);
 }
 
 /* an i64 constant of z's type (scalar or vector) */
