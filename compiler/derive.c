@@ -789,10 +789,13 @@ static int recompute_op(rcx *x, ir_ref i) {
     else if (inv_op(B, i)) return -1;
     int f0 = p->nn;
     B->ld = -1;
-    if (fwd_op(B, i)) return -1;
-    if (n->op == IR_SPLIT)
-        for (int j = i + 1; j < g->nn; j++)
-            if (GN(B, j)->op == IR_GET && GN(B, j)->in[0] == i && fwd_op(B, j)) return -1;
+    p->compose_floor = f0;   /* the forward below is differentiated as a range: it reads its input, not the inverse's nodes */
+    int bad = fwd_op(B, i);
+    if (!bad && n->op == IR_SPLIT)
+        for (int j = i + 1; j < g->nn && !bad; j++)
+            if (GN(B, j)->op == IR_GET && GN(B, j)->in[0] == i) bad = fwd_op(B, j);
+    p->compose_floor = 0;
+    if (bad) return -1;
     if (B->ld >= 0) {   /* a term from parameters alone (actnorm, LU) counts once per row */
         B->like = B->val[n->in[0]];
         B->ld = final_ld(B);

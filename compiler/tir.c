@@ -118,7 +118,55 @@ tref t_matmul(tprog *p, tref x, tref w) {
     return push(p, T_MATMUL, 0, TN(p, w)->w, in, 2);
 }
 
+/* y may be read by a node added now wherever the reader is: not a loop's state or a node of
+ * a loop's body (scanning back from y, a LOOP_BEGIN comes before any LOOP_END) */
+static int outside_loops(const tprog *p, tref y) {
+    if (p->nodes[y].op == T_LOOP_BEGIN || p->nodes[y].op == T_LOOP_END) return 0;
+    for (tref i = y - 1; i >= 0; i--) {
+        if (p->nodes[i].op == T_LOOP_END) return 1;
+        if (p->nodes[i].op == T_LOOP_BEGIN) return 0;
+    }
+    return 1;
+}
+
+/* GATHER reads a GATHER's or a CONCAT's features straight from their sources: gather(gather(
+ * y, a), b) = gather(y, a[b]), and a gather of a concat whose indices all fall in one part is
+ * a gather of that part (none when it is the whole part in order). Copies only, so the same
+ * values; a coupling's merge, the permutation after it and the next layer's split become one
+ * gather (or none) instead of three copies of the tile. */
 tref t_gather(tprog *p, tref x, const int32_t *idx, int n) {
+    const tnode *xn = TN(p, x);
+    if (x >= p->compose_floor && xn->op == T_GATHER && outside_loops(p, xn->in[0])) {
+        int32_t *c = xmalloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+        for (int i = 0; i < n; i++) c[i] = p->ints[xn->aux + idx[i]];
+        tref r = t_gather(p, xn->in[0], c, n);
+        free(c);
+        return r;
+    }
+    if (x >= p->compose_floor && xn->op == T_CONCAT && n > 0) {
+        int off = 0, k = 0;
+        for (; k < xn->nin; k++) {
+            int w = TN(p, xn->in[k])->w;
+            if (idx[0] >= off && idx[0] < off + w) break;
+            off += w;
+        }
+        int w = k < xn->nin ? TN(p, xn->in[k])->w : 0, one = k < xn->nin && outside_loops(p, xn->in[k]), ident = n == w;
+        for (int i = 0; i < n && one; i++) {
+            one = idx[i] >= off && idx[i] < off + w;
+            ident = ident && idx[i] == off + i;
+        }
+        if (one && ident) return xn->in[k];
+        if (one) {
+            int32_t *c = xmalloc(sizeof(int32_t) * (size_t)n);
+            for (int i = 0; i < n; i++) c[i] = idx[i] - off;
+            tref r = t_gather(p, xn->in[k], c, n);
+            free(c);
+            return r;
+        }
+    }
+    int ident = n == xn->w;
+    for (int i = 0; i < n && ident; i++) ident = idx[i] == i;
+    if (ident) return x;
     tref r = push(p, T_GATHER, TN(p, x)->rows, n, &x, 1);
     int32_t at = p->nints;
     for (int i = 0; i < n; i++) VEC_PUSH(p->ar, p->ints, p->nints, p->cap_ints, idx[i]);

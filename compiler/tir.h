@@ -96,6 +96,9 @@ typedef struct {
     tref       *gval;   int32_t *gparam; int ngrad, cap_grad, cap_gparam;
     int64_t     param_total;                        /* length of the gradient array */
     int32_t     cur_src;                            /* src given to new nodes (derive sets it) */
+    int32_t     compose_floor;                      /* t_gather reads through GATHER/CONCAT nodes
+                                                       >= this only (derive's recomputed layers:
+                                                       their forward must read its own input) */
 } tprog;
 
 /* ---- building (used by derive.c and by tests) ---- */

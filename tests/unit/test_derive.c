@@ -292,7 +292,60 @@ TEST(maf_steps_equal_loop) {
     }
 }
 
+/* t_gather reads through GATHER and CONCAT nodes: a merge (concat + gather), a reversal and
+ * a split become one gather of a part; the values equal the copies done one by one. Not
+ * through a loop's body or state, nor through nodes below compose_floor. */
+TEST(gather_composition) {
+    arena ar = { 0 };
+    enum { W = 6, N = 5 };
+    tprog *p = tprog_new(&ar, "compose");
+    tref a = t_arg(p, 0, W / 2), b = t_arg(p, 1, W / 2), parts[2] = { a, b };
+    int32_t inv[W] = { 0, 3, 1, 4, 2, 5 }, rev[W] = { 5, 4, 3, 2, 1, 0 }, even[W / 2] = { 0, 2, 4 }, odd[W / 2] = { 1, 3, 5 };
+    tref m = t_gather(p, t_concat(p, parts, 2), inv, W);   /* merge: a0 b0 a1 b1 a2 b2 */
+    tref r = t_gather(p, m, rev, W);                     /* b2 a2 b1 a1 b0 a0 */
+    tref e = t_gather(p, r, even, W / 2), o = t_gather(p, r, odd, W / 2);   /* b2 b1 b0, a2 a1 a0 */
+    CHECK(p->nodes[e].op == T_GATHER && p->nodes[e].in[0] == b, "the even part reads %%%d, not b", p->nodes[e].in[0]);
+    CHECK(p->nodes[o].op == T_GATHER && p->nodes[o].in[0] == a, "the odd part reads %%%d, not a", p->nodes[o].in[0]);
+    int32_t id[W / 2] = { 0, 1, 2 };
+    CHECK(t_gather(p, t_concat(p, parts, 2), id, W / 2) == a, "the first part in order is the part itself");
+    CHECK(t_gather(p, b, id, W / 2) == b, "an identity gather is its input");
+    /* a loop: gathers in its body are not composed through the loop's state */
+    tref lb = t_loop_begin(p, a, 2);
+    tref body = t_gather(p, lb, (int32_t[]){ 1, 2, 0 }, W / 2);
+    tref body2 = t_gather(p, body, (int32_t[]){ 2, 0, 1 }, W / 2);
+    tref body3 = t_gather(p, body2, (int32_t[]){ 2, 0, 1 }, W / 2);
+    CHECK(p->nodes[body2].in[0] == body, "in the loop: reads %%%d, not the gather of the state", p->nodes[body2].in[0]);
+    tref le = t_loop_end(p, body3, lb);
+    tref after = t_gather(p, le, (int32_t[]){ 1, 2, 0 }, W / 2);
+    p->compose_floor = p->nn;
+    tref fl = t_gather(p, r, even, W / 2);
+    CHECK(p->nodes[fl].in[0] == r, "below the floor: reads %%%d, not the reversal", p->nodes[fl].in[0]);
+    p->compose_floor = 0;
+    t_output(p, t_concat(p, (tref[]){ e, o, after, fl }, 4));
+    char err[256];
+    CHECK(tir_verify(p, err, sizeof err) == 0, "%s", err);
+    double xa[N * 3], xb[N * 3], out[N * 12];
+    for (int i = 0; i < N * 3; i++) { xa[i] = i + 0.5; xb[i] = -i - 0.25; }
+    const double *args[2] = { xa, xb };
+    double *outs[1] = { out };
+    CHECK(interp_run(p, N, 0, 0, args, NULL, outs, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    int bad = 0;
+    for (int r0 = 0; r0 < N; r0++) {
+        const double *A = xa + 3 * r0, *B = xb + 3 * r0, *y = out + 12 * r0;
+        double lp[3] = { A[0], A[1], A[2] };   /* the loop: two trips of (1, 2, 0), (2, 0, 1), (2, 0, 1) */
+        for (int t = 0; t < 2; t++) {
+            double q[3] = { lp[1], lp[2], lp[0] }, q2[3] = { q[2], q[0], q[1] }, q3[3] = { q2[2], q2[0], q2[1] };
+            memcpy(lp, q3, sizeof q3);
+        }
+        double want[12] = { B[2], B[1], B[0], A[2], A[1], A[0], lp[1], lp[2], lp[0], B[2], B[1], B[0] };
+        for (int k = 0; k < 12; k++) bad += y[k] != want[k];
+    }
+    CHECK(bad == 0, "%d values differ from the copies done one by one", bad);
+    arena_free(&ar);
+}
+
 int main(void) {
+    RUN(gather_composition);
     RUN(examples_invariants);
     RUN(primitive_invariants);
     RUN(density_integrates_to_one_and_samples_match);
