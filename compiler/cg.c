@@ -816,11 +816,40 @@ static void transpose(cgx *x, LLVMValueRef *r) {
  * stores) and a transpose in registers (the last block overlaps the one before when V does
  * not divide w: a few features are moved twice, with the same values); otherwise, or in a
  * partial tile, a masked gather (scatter) per feature. The gathers cost 4.9% of log_prob at
- * D = 64. Returns 1 when the fast path was emitted (then *done is its block, to be
- * branched to after the slow path). */
-static LLVMValueRef row_ptr(cgx *x, LLVMValueRef buf, int w, int l, int64_t j) {
+ * D = 64, the transposes 0.7%. rows_fast_path returns 1 when it opened the fast path's
+ * block (then *slow is where the gathers go and *done where both paths end). */
+static LLVMValueRef row_ptr(cgx *x, LLVMValueRef buf, int w, int l, LLVMValueRef j) {
     LLVMValueRef r = LLVMBuildNSWAdd(x->b, x->tbase, ci64(x, l), "");
-    return gep(x, x->T, buf, LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, r, ci64(x, w), ""), ci64(x, j), ""));
+    return gep(x, x->T, buf, LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, r, ci64(x, w), ""), j, ""));
+}
+/* the blocks of V features of a fast path: an LLVM loop over the w / V whole blocks (one copy
+ * of the transpose's V log2 V shuffles, which are slow to compile: unrolled, they added 12 ms
+ * to a 10-layer RealNVP's compile at D = 64), then the last V features if V does not divide
+ * w; blk(x, ctx, first feature) moves one block */
+static void row_blocks(cgx *x, int w, void (*blk)(cgx *, void *, LLVMValueRef), void *ctx) {
+    int64_t save = x->unroll;
+    x->unroll = 1;
+    cgloop L;
+    FOR(x, L, w / x->V, k) blk(x, ctx, LLVMBuildNSWMul(x->b, k, ci64(x, x->V), ""));
+    x->unroll = save;
+    if (w % x->V) blk(x, ctx, ci64(x, w - x->V));
+}
+typedef struct { int i; LLVMValueRef buf; } rowblk;
+static void load_block(cgx *x, void *c, LLVMValueRef b) {
+    const rowblk *rb = c;
+    int w = ND(x, rb->i)->w;
+    LLVMValueRef r[64];
+    for (int l = 0; l < x->V; l++) r[l] = load(x, x->VT, row_ptr(x, rb->buf, w, l, b), x->esz);
+    transpose(x, r);
+    for (int k = 0; k < x->V; k++) bstore(x, rb->i, LLVMBuildNSWAdd(x->b, b, ci64(x, k), ""), r[k]);
+}
+static void store_block(cgx *x, void *c, LLVMValueRef b) {
+    const rowblk *rb = c;
+    int w = ND(x, rb->i)->w;
+    LLVMValueRef r[64];
+    for (int k = 0; k < x->V; k++) r[k] = bload(x, rb->i, LLVMBuildNSWAdd(x->b, b, ci64(x, k), ""));
+    transpose(x, r);
+    for (int l = 0; l < x->V; l++) store(x, r[l], row_ptr(x, rb->buf, w, l, b), x->esz);
 }
 static int rows_fast_path(cgx *x, int w, LLVMBasicBlockRef *slow, LLVMBasicBlockRef *done) {
     if (x->V < 2 || (x->V & (x->V - 1)) || w < x->V) return 0;
@@ -838,13 +867,8 @@ static void load_arg(cgx *x, int i) {
     int w = nd->w;
     LLVMBasicBlockRef slow = NULL, done = NULL;
     if (rows_fast_path(x, w, &slow, &done)) {
-        LLVMValueRef r[64];
-        for (int64_t j0 = 0; j0 < w; j0 += x->V) {
-            int64_t b = j0 + x->V <= w ? j0 : w - x->V;
-            for (int l = 0; l < x->V; l++) r[l] = load(x, x->VT, row_ptr(x, x->argp[nd->iattr[0]], w, l, b), x->esz);
-            transpose(x, r);
-            for (int k = 0; k < x->V; k++) bstore(x, i, ci64(x, b + k), r[k]);
-        }
+        rowblk rb = { i, x->argp[nd->iattr[0]] };
+        row_blocks(x, w, load_block, &rb);
         LLVMBuildBr(x->b, done);
         LLVMPositionBuilderAtEnd(x->b, slow);
     }
@@ -873,13 +897,8 @@ static void store_out(cgx *x, int k) {
     int w = nd->w;
     LLVMBasicBlockRef slow = NULL, done = NULL;
     if (rows_fast_path(x, w, &slow, &done)) {
-        LLVMValueRef r[64];
-        for (int64_t j0 = 0; j0 < w; j0 += x->V) {
-            int64_t b = j0 + x->V <= w ? j0 : w - x->V;
-            for (int f = 0; f < x->V; f++) r[f] = bload(x, i, ci64(x, b + f));
-            transpose(x, r);
-            for (int l = 0; l < x->V; l++) store(x, r[l], row_ptr(x, x->outp[k], w, l, b), x->esz);
-        }
+        rowblk rb = { i, x->outp[k] };
+        row_blocks(x, w, store_block, &rb);
         LLVMBuildBr(x->b, done);
         LLVMPositionBuilderAtEnd(x->b, slow);
     }
@@ -903,10 +922,6 @@ static void store_out(cgx *x, int k) {
 
 /* copy nfeat feature vectors of batched node src (from feature s0) to dst (from d0) */
 static void vcopy(cgx *x, int dst, int64_t d0, int src, int64_t s0, int64_t nfeat) {
-    if (nfeat <= 64 && nfeat * x->V * x->esz <= 4096) {   /* inline: a memcpy call cost 2-3% at D = 64 */
-        for (int64_t f = 0; f < nfeat; f++) bstore(x, dst, ci64(x, d0 + f), bload(x, src, ci64(x, s0 + f)));
-        return;
-    }
     LLVMValueRef d = bptr(x, dst, ci64(x, d0)), s = bptr(x, src, ci64(x, s0));
     LLVMBuildMemCpy(x->b, d, (unsigned)x->valign, s, (unsigned)x->valign, ci64(x, nfeat * x->V * x->esz));
 }
