@@ -1008,7 +1008,6 @@ static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLV
     }
 }
 
-
 enum { MM_MAX_RUNS = 8 };
 
 /* Masked products (MADE): when the weight is MUL(W, M) with M a constant tensor of the
