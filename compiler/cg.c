@@ -188,10 +188,11 @@ static int native_bytes(const isa_t *a) {
 
 /* ---------------------------------------------------------------- codegen state */
 
+enum { LOOP_MAX_PHI = 32 };   /* accumulators of an RFOR loop: products' blocks (16), tn_kernel (24) */
 typedef struct {
     LLVMBasicBlockRef hdr, exit;
     LLVMValueRef      iv;
-    LLVMValueRef      phi[16];
+    LLVMValueRef      phi[LOOP_MAX_PHI];
     int               nphi;
     int64_t           n, k;      /* RFOR unrolled: end, current constant index */
     LLVMValueRef     *acc;       /* RFOR: the accumulators */
@@ -211,6 +212,7 @@ typedef struct {
     const tprog      *p;
     const int64_t    *poff;
     int64_t          *slot, *aux;    /* byte offsets in ws (-1: none); aux: LU diagonal */
+    int64_t           tn_scratch;    /* byte offset in ws of the MATMUL_TN scratch */
     int64_t          *dgrad;         /* a sum over the batch that is only a gradient output:
                                         its offset in the gradient array (no slot), else -1 */
     LLVMValueRef     *ubase;         /* unbatched nodes: pointer to [rows, w] of T */
@@ -249,6 +251,11 @@ typedef struct {
     LLVMContextRef    mainC;         /* and x->b are a segment's own while one is built with */
     LLVMBuilderRef    mainB;         /* o->segment_sink, in a context of its own: segtsc) */
     cg_target         tgt;           /* for o->segment_sink */
+    /* without a sink, new segments' modules wait here to be linked into mainM (link_pending):
+     * merged in pairs of equal rank, as a binary counter, so that each link's cost (LLVM's
+     * linker walks the whole destination module) stays O(N log N) in all, not O(N^2) */
+    LLVMModuleRef     pend[64];
+    int               prank[64], npend;
     LLVMValueRef     *segconst;      /* CONSTTENSOR globals copied into the segment's module */
     /* relocatable segments (docs/codegen.md, "Shared segments"): inside a segment every
      * workspace, parameter and gradient offset is loaded from the segment's offset table
@@ -971,6 +978,7 @@ static void mm_row(cgx *x, int i, LLVMValueRef o0, int bs, LLVMValueRef ii, LLVM
  * too few accumulators to keep two FMA pipes of latency 4 busy, and its sum in one chain is
  * latency-bound (docs/codegen.md, "Matrix products"). */
 enum { MM_BS_MAX = 8 };
+_Static_assert(2 * (int)MM_BS_MAX <= (int)LOOP_MAX_PHI, "a block's accumulators are loop phis");
 static void mm_block(cgx *x, int i, LLVMValueRef o0, int bs, int root, const LLVMValueRef *se, int R, int P) {
     int nt = x->pair_mm ? 2 : 1, C = nt * bs;
     LLVMValueRef acc[2 * MM_BS_MAX];
@@ -1377,8 +1385,13 @@ static int64_t red_acc_bytes(cgx *x, int i) {
     const tnode *nd = ND(x, i);
     return tn_blocked(x, i) ? (int64_t)nd->rows * tn_qpad(x, i) * x->esz : (int64_t)nd->rows * nd->w * x->V * x->esz;
 }
-/* tn_blocked: after the accumulators (64-byte aligned), A's tile with invalid rows zeroed */
-static int64_t tn_am_offset(cgx *x, int i) { return (red_acc_bytes(x, i) + 63) / 64 * 64; }
+/* tn_blocked: its scratch (Am, then Bt; tn_accumulate), at x->tn_scratch */
+enum { TN_MAX_NB = 4, TN_MAX_ACC = 24 };
+_Static_assert((int)TN_MAX_ACC <= (int)LOOP_MAX_PHI, "tn_kernel's accumulators are loop phis");
+static int64_t tn_am_bytes(cgx *x, int i) { return ((int64_t)ND(x, i)->rows * x->V * x->esz + 63) / 64 * 64; }
+static int64_t tn_scratch_bytes(cgx *x, int i) {
+    return tn_am_bytes(x, i) + ((int64_t)x->V * tn_qpad(x, i) * x->esz + 63) / 64 * 64;
+}
 
 static void red_zero(cgx *x, int i) {
     LLVMBuildMemSet(x->b, auxptr(x, i, ci64(x, 0)), LLVMConstInt(LLVMInt8TypeInContext(x->C), 0, 0),
@@ -1407,54 +1420,107 @@ static void transpose_vv(cgx *x, LLVMValueRef *v) {
 }
 
 /* MATMUL_TN, acc[a][b] += sum over the tile's rows r of A[a][r] * B[b][r], for V > 1.
- * A's tile is first copied with invalid rows (past n) set to 0 (Am, beside the accumulators),
- * so that a NaN computed from the zero padding cannot leak in. For each block of V columns
- * b: the block of B (V feature vectors over the rows, invalid rows masked to 0) is
- * transposed in registers into Bt[r] (a vector over the block's b for row r); then for every
- * a, acc[a][block] += sum_r splat(Am[a][r]) * Bt[r], with four partial sums (r mod 4) to
- * shorten the dependency chains. The order of the sums is fixed, so the result is
- * deterministic. */
+ * Two copies into the program's TN scratch (shared by its MATMUL_TN nodes, which never run
+ * at once): Am, A's tile with invalid rows (past n) set to 0, so that a NaN computed from the
+ * zero padding cannot leak in; and Bt[r][b], B's tile transposed (blocks of V columns
+ * transposed in registers, columns past w set to 0). Then a register-blocked kernel
+ * (tn_kernel) over groups of m rows a and nb blocks of V columns b: m * nb accumulators,
+ * per tile row r nb vector loads of Bt and m broadcasts of Am. Every element's sum runs over
+ * r in order (the first term a product, the others fused multiply-adds) and is then added
+ * to its accumulator: an order fixed by the shapes, the same for every grouping, tile pair
+ * and segment. */
+/* row r's terms: c[a * nb + j] (+)= Am[a0 + a][r] * Bt[r][block j0 + j] */
+static void tn_terms(cgx *x, int i, LLVMValueRef am, LLVMValueRef bt, LLVMValueRef a0, LLVMValueRef j0, int m, int nb,
+                     LLVMValueRef r, LLVMValueRef *c, int first) {
+    int V = x->V;
+    LLVMValueRef bv[TN_MAX_NB];
+    LLVMValueRef brow = LLVMBuildNSWAdd(x->b, bt, LLVMBuildNSWMul(x->b, r, ci64(x, tn_qpad(x, i)), ""), "");
+    for (int j = 0; j < nb; j++) {
+        LLVMValueRef idx = LLVMBuildNSWAdd(x->b, brow, LLVMBuildNSWMul(x->b, LLVMBuildNSWAdd(x->b, j0, ci64(x, j), ""), ci64(x, V), ""), "");
+        bv[j] = load(x, x->VT, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->valign);
+    }
+    for (int a = 0; a < m; a++) {
+        LLVMValueRef row = LLVMBuildNSWMul(x->b, LLVMBuildNSWAdd(x->b, a0, ci64(x, a), ""), ci64(x, V), "");
+        LLVMValueRef idx = LLVMBuildNSWAdd(x->b, am, LLVMBuildNSWAdd(x->b, row, r, ""), "");
+        LLVMValueRef s = splat(x, load(x, x->T, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->esz));
+        for (int j = 0; j < nb; j++) {
+            LLVMValueRef t = fmul(x, s, bv[j]);
+            c[a * nb + j] = first ? t : fadd(x, c[a * nb + j], t);
+        }
+    }
+}
+
+static void tn_kernel(cgx *x, int i, LLVMValueRef am, LLVMValueRef bt, LLVMValueRef a0, LLVMValueRef j0, int m, int nb) {
+    int64_t qpad = tn_qpad(x, i);
+    LLVMValueRef c[TN_MAX_ACC];
+    cgloop L;
+    tn_terms(x, i, am, bt, a0, j0, m, nb, ci64(x, 0), c, 1);
+    RFOR(x, L, ci64(x, 1), ci64(x, x->V), r, c, m * nb) tn_terms(x, i, am, bt, a0, j0, m, nb, r, c, 0);
+    for (int a = 0; a < m; a++)
+        for (int j = 0; j < nb; j++) {
+            LLVMValueRef e = LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, LLVMBuildNSWAdd(x->b, a0, ci64(x, a), ""), ci64(x, qpad), ""),
+                                             LLVMBuildNSWMul(x->b, LLVMBuildNSWAdd(x->b, j0, ci64(x, j), ""), ci64(x, x->V), ""), "");
+            LLVMValueRef p = auxptr(x, i, e);
+            store(x, fadd(x, load(x, x->VT, p, x->valign), c[a * nb + j]), p, x->valign);
+        }
+}
+
+/* the kernels for rows a0 .. a0 + m - 1 over all column blocks: groups of nb blocks, then
+ * the rest */
+static void tn_rows(cgx *x, int i, LLVMValueRef am, LLVMValueRef bt, LLVMValueRef a0, int m, int nb) {
+    int64_t nblk = tn_qpad(x, i) / x->V;
+    cgloop L;
+    FOR(x, L, nblk / nb, g) tn_kernel(x, i, am, bt, a0, LLVMBuildNSWMul(x->b, g, ci64(x, nb), ""), m, nb);
+    if (nblk % nb) tn_kernel(x, i, am, bt, a0, ci64(x, nblk / nb * nb), m, (int)(nblk % nb));
+}
+
+/* the kernel's blocking: m * nb accumulators, nb vectors of Bt and a broadcast in the
+ * target's vector registers (32 with AVX-512 and NEON, else 16); m divides the rows when one
+ * of the allowed sizes does (one kernel less) */
+static void tn_blocking(cgx *x, int i, int *m, int *nb) {
+    int64_t rows = ND(x, i)->rows, nblk = tn_qpad(x, i) / x->V;
+    int big = x->isa.avx512f || x->isa.arch == ARCH_AARCH64;
+    int mmax = big ? 6 : 4, mmin = big ? 4 : 3;
+    *nb = big ? 4 : 2;
+    if (*nb > nblk) *nb = (int)nblk;
+    *m = mmax;
+    for (int k = mmax; k >= mmin; k--)
+        if (rows % k == 0) { *m = k; break; }
+    if (*m > rows) *m = (int)rows;
+}
+
 static void tn_accumulate(cgx *x, int i) {
     const tnode *nd = ND(x, i);
-    int A = nd->in[0], B = nd->in[1], V = x->V;
-    int64_t q = nd->w, qpad = tn_qpad(x, i), nblk = qpad / V;
-    LLVMValueRef am = soff(x, OFF_AM, i, (x->aux[i] + tn_am_offset(x, i)) / x->esz);
+    int A = nd->in[0], B = nd->in[1], V = x->V, m, nb;
+    int64_t q = nd->w, qpad = tn_qpad(x, i), nblk = qpad / V, rows = nd->rows;
+    LLVMValueRef am = soff(x, OFF_AM, i, x->tn_scratch / x->esz);
+    LLVMValueRef bt = LLVMBuildNSWAdd(x->b, am, ci64(x, tn_am_bytes(x, i) / x->esz), "");
     cgloop Lc, Lb, La;
     int64_t save = x->unroll;
-    x->unroll = 0;   /* the loops stay loops: the bodies are already V-way unrolled */
-    FOR(x, Lc, nd->rows, c) {
+    x->unroll = 0;   /* the loops stay loops: the bodies are already unrolled */
+    FOR(x, Lc, rows, c) {
         LLVMValueRef idx = LLVMBuildNSWAdd(x->b, am, LLVMBuildNSWMul(x->b, c, ci64(x, V), ""), "");
         store(x, masked(x, bload(x, A, c)), LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->valign);
     }
     FOR(x, Lb, nblk, bb) {
-        LLVMValueRef bt[64];
+        LLVMValueRef v[64];
         LLVMValueRef b0 = LLVMBuildNSWMul(x->b, bb, ci64(x, V), "");
         for (int j = 0; j < V; j++) {
             /* B[b0 + j], or 0 past the last column (clamped load, then select) */
             LLVMValueRef bj = LLVMBuildNSWAdd(x->b, b0, ci64(x, j), "");
             LLVMValueRef in = LLVMBuildICmp(x->b, LLVMIntSLT, bj, ci64(x, q), "");
-            LLVMValueRef v = bload(x, B, sel(x, in, bj, ci64(x, q - 1)));
-            bt[j] = sel(x, in, masked(x, v), cst(x, x->VT, 0));
+            LLVMValueRef bv = bload(x, B, sel(x, in, bj, ci64(x, q - 1)));
+            v[j] = sel(x, in, masked(x, bv), cst(x, x->VT, 0));
         }
-        transpose_vv(x, bt);
-        FOR(x, La, nd->rows, a) {
-            LLVMValueRef part[4] = { NULL, NULL, NULL, NULL };
-            LLVMValueRef abase = LLVMBuildNSWAdd(x->b, am, LLVMBuildNSWMul(x->b, a, ci64(x, V), ""), "");
-            for (int r = 0; r < V; r++) {
-                LLVMValueRef idx = LLVMBuildNSWAdd(x->b, abase, ci64(x, r), "");
-                LLVMValueRef s = load(x, x->T, LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->esz);
-                LLVMValueRef t = fmul(x, splat(x, s), bt[r]);
-                part[r % 4] = part[r % 4] ? fadd(x, part[r % 4], t) : t;
-            }
-            LLVMValueRef sum = part[0];
-            if (part[1]) sum = fadd(x, sum, part[1]);
-            if (part[2] && part[3]) sum = fadd(x, sum, fadd(x, part[2], part[3]));
-            else if (part[2]) sum = fadd(x, sum, part[2]);
-            LLVMValueRef e = LLVMBuildNSWAdd(x->b, LLVMBuildNSWMul(x->b, a, ci64(x, qpad), ""), b0, "");
-            LLVMValueRef p = auxptr(x, i, e);
-            store(x, fadd(x, load(x, x->VT, p, x->valign), sum), p, x->valign);
+        transpose_vv(x, v);
+        for (int r = 0; r < V; r++) {
+            LLVMValueRef idx = LLVMBuildNSWAdd(x->b, bt, LLVMBuildNSWAdd(x->b, b0, ci64(x, (int64_t)r * qpad), ""), "");
+            store(x, v[r], LLVMBuildInBoundsGEP2(x->b, x->T, x->a_ws, &idx, 1, ""), x->valign);
         }
     }
+    tn_blocking(x, i, &m, &nb);
+    FOR(x, La, rows / m, g) tn_rows(x, i, am, bt, LLVMBuildNSWMul(x->b, g, ci64(x, m), ""), m, nb);
+    if (rows % m) tn_rows(x, i, am, bt, ci64(x, rows / m * m), (int)(rows % m), nb);
     x->unroll = save;
 }
 
@@ -1998,6 +2064,42 @@ static uint64_t fnv1a(const char *t, size_t n, uint64_t h) {
     return h;
 }
 
+static int link_into(cgx *x, LLVMModuleRef dst, LLVMModuleRef src) {
+    if (!LLVMLinkModules2(dst, src)) return 0;
+    cg_fail(x, "codegen: cannot link the segments");
+    return -1;
+}
+
+/* a new segment's module (in the main context), to be linked into mainM later */
+static void pend_segment(cgx *x, LLVMModuleRef sm, const char *fn) {
+    if (x->npend == (int)(sizeof x->pend / sizeof x->pend[0])) {   /* 2^64 segments: cannot happen */
+        LLVMDisposeModule(sm);
+        cg_fail(x, "codegen: too many segments at %s", fn);
+        return;
+    }
+    x->pend[x->npend] = sm;
+    x->prank[x->npend++] = 0;
+    while (x->npend >= 2 && x->prank[x->npend - 1] == x->prank[x->npend - 2]) {
+        link_into(x, x->pend[x->npend - 2], x->pend[x->npend - 1]);
+        x->prank[x->npend - 2]++;
+        x->npend--;
+    }
+}
+
+/* links the waiting segments into mainM and makes their functions internal */
+static int link_pending(cgx *x) {
+    int rc = 0;
+    for (; x->npend > 1; x->npend--) rc |= link_into(x, x->pend[x->npend - 2], x->pend[x->npend - 1]);
+    if (x->npend == 1) rc |= link_into(x, x->mainM, x->pend[0]);
+    x->npend = 0;
+    if (rc) return -1;
+    for (int k = 0; k < x->nsc; k++) {
+        LLVMValueRef f = LLVMGetNamedFunction(x->mainM, x->sc[k].name);
+        if (f && !LLVMIsDeclaration(f)) LLVMSetLinkage(f, LLVMInternalLinkage);
+    }
+    return 0;
+}
+
 /* Back in the program's function after a segment. A segment whose module (built with the
  * placeholder names "nfc.seg", written as bitcode) is byte for byte that of a segment built
  * before is dropped, and the earlier function is called instead: the same IR is the same
@@ -2044,11 +2146,9 @@ static void close_segment(cgx *x, LLVMValueRef main_fn, LLVMValueRef *margs) {
         if (x->nsc < x->cap_sc) x->sc[x->nsc++] = (struct segcode){ h, len, txt, xstrdup(fn) };
         else free(txt);
         sm = leave_segment_module(x, &sctx);
-        if (!sctx) {   /* no sink: into the program's module, where it is internal */
-            if (LLVMLinkModules2(x->mainM, sm)) cg_fail(x, "codegen: cannot link segment %s", fn);
+        if (!sctx) {   /* no sink: into the program's module (link_pending), where it is internal */
+            pend_segment(x, sm, fn);
             sm = NULL;
-            LLVMValueRef f = LLVMGetNamedFunction(x->mainM, fn);
-            if (f) LLVMSetLinkage(f, LLVMInternalLinkage);
         }
     }
     LLVMValueRef callee = LLVMGetNamedFunction(x->mainM, fn);
@@ -2439,7 +2539,7 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
     /* workspace: the persistent part first (unbatched values, computed once per call and
      * read by every tile; LU diagonals; reduction accumulators), then the tile part, the
      * batched values, whose slots are reused once a value is dead (plan_tile_slots) */
-    int64_t off = 0;
+    int64_t off = 0, tn_need = 0;
     for (int i = 0; i < nn; i++) {
         const tnode *nd = &p->nodes[i];
         x->slot[i] = x->aux[i] = -1;
@@ -2460,9 +2560,11 @@ static int64_t emit_prog(cgx *x, cg_module *m, const char *name) {
         if (t_ops[nd->op].flags & TF_RED) {   /* accumulators (red_acc_bytes) */
             x->aux[i] = off;
             off += round64(red_acc_bytes(x, i));
-            if (tn_blocked(x, i)) off += round64((int64_t)nd->rows * x->V * x->esz);   /* Am */
+            if (tn_blocked(x, i) && tn_scratch_bytes(x, i) > tn_need) tn_need = tn_scratch_bytes(x, i);
         }
     }
+    x->tn_scratch = off;   /* one scratch for the program's MATMUL_TN nodes */
+    off += round64(tn_need);
     int64_t persistent = off;
     off = plan_tile_slots(x, off);
     if (off < 0) return -1;
@@ -2535,6 +2637,8 @@ void cg_default_options(cg_options *o) {
 }
 
 static void segtab_free(cgx *x) {
+    for (int k = 0; k < x->npend; k++) LLVMDisposeModule(x->pend[k]);
+    x->npend = 0;
     for (int k = 0; k < x->nsc; k++) { free(x->sc[k].txt); free(x->sc[k].name); }
     free(x->sc);
     free(x->so);
@@ -2809,6 +2913,7 @@ int cg_build(const tprog *const *progs, int nprogs, const ir_graph *g, const cha
     }
     LLVMDisposeBuilder(x.b);
     x.b = NULL;
+    if (link_pending(&x)) goto fail;
 
     if (LLVMVerifyModule(m->mod, LLVMReturnStatusAction, &msg)) {
         snprintf(err, errlen, "codegen: invalid LLVM IR: %s", msg ? msg : "");

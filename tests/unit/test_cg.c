@@ -846,6 +846,21 @@ TEST(gradient_ops) {
     r->param_total = tir_param_offsets(g2, NULL);
     spec s2 = { .alo = 0.5, .ahi = 2, .plo = -0.5, .phi = 0.5, .tol32 = 2e-5, .tol64 = 1e-12 };
     check_prog("padding", r, g2, &s2);
+
+    /* weight gradients of shapes that use every part of the blocked kernel (tn_kernel): full
+     * groups of 6 rows (24 accumulators) and a last row, column blocks in groups of 4 and
+     * the rest, a single row, a single partial block */
+    enum { NTN = 4 };
+    int rows3[NTN] = { 7, 13, 1, 24 }, w3[NTN] = { 37, 64, 5, 20 };
+    ir_graph *g3 = fake_graph(&ar, NTN, rows3, w3);
+    tprog *b = tprog_new(&ar, "blocking");
+    tref b0 = t_un(b, T_TANH, t_arg(b, 0, 24)), b1 = t_arg(b, 1, 64);
+    int32_t first[64];
+    for (int k = 0; k < 64; k++) first[k] = k;
+    for (int k = 0; k < NTN; k++)   /* the first rows3[k] features of one, w3[k] of the other */
+        t_grad_output(b, k, t_matmul_tn(b, t_gather(b, b0, first, rows3[k]), t_gather(b, b1, first, w3[k])));
+    b->param_total = tir_param_offsets(g3, NULL);
+    check_prog("blocking", b, g3, &s);
     arena_free(&ar);
 }
 
