@@ -303,12 +303,16 @@ int aot_finish(cg_module *cm, const aot_spec *s, char *err, size_t errlen) {
     }
     LLVMDisposeBuilder(a.b);
     if (rc) return -1;
-    /* everything but the API internal */
+    /* everything but the API internal; the segments compiled to objects of their own (a
+     * shared library's, nfc_aot_build) are declared here, and hidden */
     size_t pl = strlen(s->prefix);
     for (LLVMValueRef f = LLVMGetFirstFunction(a.M); f; f = LLVMGetNextFunction(f)) {
-        if (LLVMIsDeclaration(f)) continue;
         size_t len;
         const char *nm = LLVMGetValueName2(f, &len);
+        if (LLVMIsDeclaration(f)) {
+            if (len > pl + 4 && !strncmp(nm, s->prefix, pl) && !strncmp(nm + pl, "__k_", 4)) LLVMSetVisibility(f, LLVMHiddenVisibility);
+            continue;
+        }
         int api = len > pl + 1 && !strncmp(nm, s->prefix, pl) && nm[pl] == '_' && strncmp(nm + pl, "__k_", 4);
         if (!api) LLVMSetLinkage(f, LLVMInternalLinkage);
         else LLVMSetVisibility(f, LLVMDefaultVisibility);

@@ -358,7 +358,8 @@ static void write_perf_map(nfc_jit *j, const mapsym *s, int n) {
     fclose(f);
 }
 
-int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
+/* waits for the compiler threads and stops them; 0, or -1 with the first job's error */
+static int join_workers(nfc_jit *j, char *err, size_t errlen) {
     pthread_mutex_lock(&j->mu);
     j->stop = 1;
     pthread_cond_broadcast(&j->cv_job);
@@ -373,29 +374,92 @@ int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
             snprintf(err, errlen, "%s", j->jobs[k].err);
             rc = -1;
         }
+    return rc;
+}
+
+/* frees what is left of the batch's jobs */
+static void clear_jobs(nfc_jit *j) {
+    for (int k = 0; k < j->njobs; k++) {
+        segjob *jb = &j->jobs[k];
+        if (jb->M) { LLVMDisposeModule(jb->M); jb->M = NULL; }   /* not reached: the workers take every job */
+        if (jb->C) { LLVMContextDispose(jb->C); jb->C = NULL; }
+        if (jb->obj) LLVMDisposeMemoryBuffer(jb->obj);
+        jb->obj = NULL;
+        free(jb->err);
+        jb->err = NULL;
+    }
+    j->njobs = j->next_job = 0;
+    j->stop = 0;
+}
+
+int jit_compiler_create(nfc_jit **out, int opt_level, char *err, size_t errlen) {
+    *out = NULL;
+    cg_llvm_init();
+    nfc_jit *j = calloc(1, sizeof *j);
+    if (!j) { snprintf(err, errlen, "out of memory"); return -1; }
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv_job, NULL);
+    pthread_cond_init(&j->cv_space, NULL);
+    j->level = opt_level < 0 ? 0 : opt_level > 3 ? 3 : opt_level;
+    *out = j;
+    return 0;
+}
+
+int jit_compile_async_hidden(void *ctx, const cg_target *t, void *context, void *module, const char *fn, char *err,
+                             size_t errlen) {
+    LLVMValueRef f = LLVMGetNamedFunction((LLVMModuleRef)module, fn);
+    if (f) LLVMSetVisibility(f, LLVMHiddenVisibility);
+    return jit_compile_async(ctx, t, context, module, fn, err, errlen);
+}
+
+int jit_segments_write(nfc_jit *j, const char *stem, char ***paths, int *npaths, char *err, size_t errlen) {
+    *paths = NULL;
+    *npaths = 0;
+    int rc = join_workers(j, err, errlen);
+    char **pv = rc ? NULL : calloc((size_t)(j->njobs > 0 ? j->njobs : 1), sizeof *pv);
+    if (!rc && !pv) { snprintf(err, errlen, "out of memory"); rc = -1; }
+    for (int k = 0; k < j->njobs && rc == 0; k++) {
+        segjob *jb = &j->jobs[k];
+        size_t len = strlen(stem) + 32;
+        pv[k] = malloc(len);
+        if (!pv[k]) { snprintf(err, errlen, "out of memory"); rc = -1; break; }
+        snprintf(pv[k], len, "%s.seg%d.o", stem, k);
+        *npaths = k + 1;
+        FILE *f = fopen(pv[k], "wb");
+        size_t n = jb->obj ? LLVMGetBufferSize(jb->obj) : 0;
+        int ok = f && jb->obj && fwrite(LLVMGetBufferStart(jb->obj), 1, n, f) == n;
+        if (f && fclose(f)) ok = 0;
+        if (!ok) { snprintf(err, errlen, "%s: cannot write the object file", pv[k]); rc = -1; }
+    }
+    clear_jobs(j);
+    if (rc) {
+        for (int k = 0; k < *npaths; k++) { remove(pv[k]); free(pv[k]); }
+        free(pv);
+        *npaths = 0;
+        return -1;
+    }
+    *paths = pv;
+    return 0;
+}
+
+int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
+    int rc = join_workers(j, err, errlen);
     /* all the batch's objects or none of them */
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->j);
     mapsym *syms = NULL;
     int nsyms = 0, capsyms = 0, perf = getenv("NFC_PERF_MAP") != NULL;
     for (int k = 0; k < j->njobs; k++) {
         segjob *jb = &j->jobs[k];
-        if (jb->M) { LLVMDisposeModule(jb->M); jb->M = NULL; }   /* not reached: the workers take every job */
-        if (jb->C) { LLVMContextDispose(jb->C); jb->C = NULL; }
         if (rc == 0 && keep && jb->obj) {
             if (perf) object_symbols(jb->obj, &syms, &nsyms, &capsyms);
             LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->j, jd, jb->obj);   /* takes the buffer */
             jb->obj = NULL;
             if (e) { jit_error_msg(e, "jit: adding a segment", err, errlen); rc = -1; }
         }
-        if (jb->obj) LLVMDisposeMemoryBuffer(jb->obj);
-        jb->obj = NULL;
-        free(jb->err);
-        jb->err = NULL;
     }
+    clear_jobs(j);
     if (rc == 0 && keep && nsyms) write_perf_map(j, syms, nsyms);
     free(syms);
-    j->njobs = j->next_job = 0;
-    j->stop = 0;
     return rc;
 }
 

@@ -37,6 +37,18 @@ int   jit_add(nfc_jit *j, cg_module *m, char *err, size_t errlen);
  * message. */
 int   jit_compile_async(void *ctx, const cg_target *t, void *context, void *module, const char *fn, char *err, size_t errlen);
 int   jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen);
+/* Ahead-of-time builds use the compiler threads alone: jit_compiler_create makes an nfc_jit
+ * without an LLJIT (code generator level opt_level, 0..3), for the sink
+ * jit_compile_async_hidden (jit_compile_async with the segment's function given hidden
+ * visibility: internal to the shared library it is linked into). jit_segments_write waits
+ * for the threads like jit_segments_finish, then writes each segment's object to
+ * STEM.segK.o and returns their paths (malloc'ed, as is the array; the caller removes the
+ * files); on failure none is left. Both return 0, or -1 with a message. jit_lookup and
+ * jit_add do not apply to such an nfc_jit. */
+int   jit_compiler_create(nfc_jit **out, int opt_level, char *err, size_t errlen);
+int   jit_compile_async_hidden(void *ctx, const cg_target *t, void *context, void *module, const char *fn, char *err,
+                               size_t errlen);
+int   jit_segments_write(nfc_jit *j, const char *stem, char ***paths, int *npaths, char *err, size_t errlen);
 /* Address of a function by its unmangled name (compiles it on first lookup), or NULL with a
  * message. */
 void *jit_lookup(nfc_jit *j, const char *name, char *err, size_t errlen);

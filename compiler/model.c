@@ -690,11 +690,31 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
     snprintf(kpre, sizeof kpre, "%s__k", prefix);
     cg_module *cm = NULL;
     char err[2048];
-    if (cg_build(progs, PROG_COUNT, m->g, kpre, &co, &cm, err, sizeof err)) return fail(m, "code generation: %s", err);
+    /* a shared library: the segments are compiled on the compiler threads, each to an object
+     * of its own (hidden symbols), while the next are built, and linked with the programs'
+     * own object; the other kinds are one module */
+    nfc_jit *pool = NULL;
+    if (opt->kind == NFC_EMIT_SO) {
+        if (jit_compiler_create(&pool, co.opt_level, err, sizeof err)) return fail(m, "code generation: %s", err);
+        co.segment_sink = jit_compile_async_hidden;
+        co.segment_ctx = pool;
+    }
+    if (cg_build(progs, PROG_COUNT, m->g, kpre, &co, &cm, err, sizeof err)) {
+        char e2[16];
+        if (pool) { jit_segments_finish(pool, 0, e2, sizeof e2); jit_free(pool); }
+        return fail(m, "code generation: %s", err);
+    }
+    char **segobj = NULL;
+    int nseg = 0;
     int np = m->g->np;
     const char **pn = calloc((size_t)np + 1, sizeof *pn);
     int64_t *ps = calloc(2 * (size_t)np + 1, sizeof *ps);
-    if (!pn || !ps) { free(pn); free(ps); cg_free(cm); return fail(m, "out of memory"); }
+    if (!pn || !ps) {
+        char e2[16];
+        if (pool) { jit_segments_finish(pool, 0, e2, sizeof e2); jit_free(pool); }
+        free(pn); free(ps); cg_free(cm);
+        return fail(m, "out of memory");
+    }
     for (int i = 0; i < np; i++) {
         const ir_param *p = &m->g->params[i];
         pn[i] = p->name;
@@ -719,6 +739,10 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
         tmp_name(obj, sizeof obj, path, ".o");
         tmp_name(tmp, sizeof tmp, path, "");
         if (cg_emit_file(cm, obj, CG_EMIT_OBJ, err, sizeof err)) { remove(obj); rc = fail(m, "%s: %s", path, err); goto out; }
+        int wrc = jit_segments_write(pool, tmp, &segobj, &nseg, err, sizeof err);
+        jit_free(pool);
+        pool = NULL;
+        if (wrc) { remove(obj); rc = fail(m, "%s: %s", path, err); goto out; }
         char ccbuf[256];
         const char *cc = opt->cc ? opt->cc : getenv("NFC_CC");
         if (!cc || !*cc) {
@@ -732,18 +756,21 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
                 cc = "cc";
             }
         }
-        char *argv[12];
+        char **argv = malloc(sizeof(char *) * (size_t)(nseg + 12));
+        if (!argv) { remove(obj); rc = fail(m, "out of memory"); goto out; }
         int a = 0;
         argv[a++] = (char *)cc;
         argv[a++] = "-shared";
         argv[a++] = "-o";
         argv[a++] = tmp;
         argv[a++] = obj;
+        for (int k = 0; k < nseg; k++) argv[a++] = segobj[k];
         if (co.use_sleef) argv[a++] = "-lsleef";
         argv[a++] = "-lm";
         argv[a++] = "-Wl,-z,noexecstack";
         argv[a] = NULL;
         int st = run_tool(argv, out, sizeof out);
+        free(argv);
         remove(obj);
         if (st != 0) {
             remove(tmp);
@@ -756,6 +783,13 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
     if (opt->header) rc = write_header(m, opt->header, &s, cm, ws, src, co.use_sleef);
     else if (opt->kind == NFC_EMIT_HEADER) rc = write_header(m, path, &s, cm, ws, src, co.use_sleef);
 out:
+    if (pool) {   /* not reached for a shared library: its objects were written */
+        char e2[16];
+        jit_segments_finish(pool, 0, e2, sizeof e2);
+        jit_free(pool);
+    }
+    for (int k = 0; k < nseg; k++) { remove(segobj[k]); free(segobj[k]); }
+    free(segobj);
     cg_free(cm);
     free(pn);
     free(ps);

@@ -383,6 +383,37 @@ TEST(dependencies) {
     CHECK(needed >= 1 && ok);
 }
 
+/* The library exports its API and nothing else: the segments (each compiled to an object
+ * of its own, nfc_aot_build) are hidden; and the build leaves no temporary file behind */
+TEST(exports) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "nm -D --defined-only %s/args.so", dir);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    if (!p) return;
+    char line[512];
+    int api = 0, other = 0;
+    while (fgets(line, sizeof line, p)) {
+        char addr[64], type[8], name[400];
+        if (sscanf(line, "%63s %7s %399s", addr, type, name) != 3 || strcmp(type, "T")) continue;
+        if (!strncmp(name, "moons_", 6) && strncmp(name, "moons__", 7)) api++;
+        else {
+            other++;
+            printf("    exported: %s\n", name);
+        }
+    }
+    CHECK(pclose(p) == 0, "nm failed");
+    /* embedded weights: log_prob, forward, inverse, sample, workspace_size, weights_loaded */
+    CHECK(api == 6 && other == 0, "%d API functions (6 expected), %d others", api, other);
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c '\\.tmp\\.'", dir);
+    p = popen(cmd, "r");
+    CHECK(p != NULL);
+    if (!p) return;
+    int left = -1;
+    CHECK(fscanf(p, "%d", &left) == 1 && left == 0, "%d temporary files left in %s", left, dir);
+    pclose(p);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/nfc_aot.XXXXXX");
     if (!mkdtemp(dir)) { printf("FAIL mkdtemp\n"); return 1; }
@@ -392,6 +423,7 @@ int main(void) {
     RUN(thread_safety);
     RUN(no_sleef);
     RUN(dependencies);
+    RUN(exports);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) printf("    could not remove %s\n", dir);
