@@ -444,8 +444,9 @@ int jit_segments_write(nfc_jit *j, const char *stem, char ***paths, int *npaths,
 
 int jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen) {
     int rc = join_workers(j, err, errlen);
-    /* all the batch's objects or none of them */
-    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->j);
+    /* all the batch's objects or none of them (none for a compiler without an LLJIT) */
+    if (!j->j) keep = 0;
+    LLVMOrcJITDylibRef jd = keep ? LLVMOrcLLJITGetMainJITDylib(j->j) : NULL;
     mapsym *syms = NULL;
     int nsyms = 0, capsyms = 0, perf = getenv("NFC_PERF_MAP") != NULL;
     for (int k = 0; k < j->njobs; k++) {

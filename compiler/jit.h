@@ -43,7 +43,8 @@ int   jit_segments_finish(nfc_jit *j, int keep, char *err, size_t errlen);
  * visibility: internal to the shared library it is linked into). jit_segments_write waits
  * for the threads like jit_segments_finish, then writes each segment's object to
  * STEM.segK.o and returns their paths (malloc'ed, as is the array; the caller removes the
- * files); on failure none is left. Both return 0, or -1 with a message. jit_lookup and
+ * files); on failure none is left. Both return 0, or -1 with a message. jit_segments_finish
+ * on such an nfc_jit discards the objects (after a failed cg_build). jit_lookup and
  * jit_add do not apply to such an nfc_jit. */
 int   jit_compiler_create(nfc_jit **out, int opt_level, char *err, size_t errlen);
 int   jit_compile_async_hidden(void *ctx, const cg_target *t, void *context, void *module, const char *fn, char *err,
