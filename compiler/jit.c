@@ -64,15 +64,22 @@ static void session_error(void *ctx, LLVMErrorRef e) {
 
 int jit_create(nfc_jit **out, char *err, size_t errlen) { return jit_create_opt(out, 2, err, errlen); }
 
-int jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen) {
-    *out = NULL;
+/* an nfc_jit without its LLJIT yet, code generator level `level` (NULL: out of memory) */
+static nfc_jit *new_jit(int level) {
     cg_llvm_init();
     nfc_jit *j = calloc(1, sizeof *j);
-    if (!j) { snprintf(err, errlen, "out of memory"); return -1; }
+    if (!j) return NULL;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv_job, NULL);
     pthread_cond_init(&j->cv_space, NULL);
-    j->level = opt_level == 0 ? 0 : 2;
+    j->level = level;
+    return j;
+}
+
+int jit_create_opt(nfc_jit **out, int opt_level, char *err, size_t errlen) {
+    *out = NULL;
+    nfc_jit *j = new_jit(opt_level == 0 ? 0 : 2);
+    if (!j) { snprintf(err, errlen, "out of memory"); return -1; }
     LLVMOrcJITTargetMachineBuilderRef jtmb;
     LLVMErrorRef e = NULL;
     if (opt_level == 0) {
@@ -393,15 +400,8 @@ static void clear_jobs(nfc_jit *j) {
 }
 
 int jit_compiler_create(nfc_jit **out, int opt_level, char *err, size_t errlen) {
-    *out = NULL;
-    cg_llvm_init();
-    nfc_jit *j = calloc(1, sizeof *j);
-    if (!j) { snprintf(err, errlen, "out of memory"); return -1; }
-    pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv_job, NULL);
-    pthread_cond_init(&j->cv_space, NULL);
-    j->level = opt_level < 0 ? 0 : opt_level > 3 ? 3 : opt_level;
-    *out = j;
+    *out = new_jit(opt_level < 0 ? 0 : opt_level > 3 ? 3 : opt_level);
+    if (!*out) { snprintf(err, errlen, "out of memory"); return -1; }
     return 0;
 }
 
