@@ -783,7 +783,7 @@ int nfc_aot_build(nfc_model *m, const char *path, const nfc_aot_options *opt) {
     if (opt->header) rc = write_header(m, opt->header, &s, cm, ws, src, co.use_sleef);
     else if (opt->kind == NFC_EMIT_HEADER) rc = write_header(m, path, &s, cm, ws, src, co.use_sleef);
 out:
-    if (pool) {   /* not reached for a shared library: its objects were written */
+    if (pool) {   /* a shared library whose build stopped before its objects were written */
         char e2[16];
         jit_segments_finish(pool, 0, e2, sizeof e2);
         jit_free(pool);
