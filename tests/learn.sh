@@ -12,7 +12,7 @@
 #                deviations) of one of the two arcs (examples/moons.flow). Trimmed, because
 #                the untrimmed mean is the mean of a quadratic in the distance to the arcs: one
 #                sample of 5000 that the model sends 2.7 away moves it by 0.07 nats, and such
-#                samples come and go with rounding (docs/training.md, "Learning tests")
+#                samples come and go with rounding (docs/training.md, "Learning results")
 # Only in a normal build: under ASan these runs would take many minutes. Everything is
 # seeded (data, initializer, batches: a batch is a pure function of the seed and the step),
 # so the numbers are the same on every run on a given machine; the margins below leave room

@@ -369,14 +369,19 @@ static int compile_opts(const tprog *p, const ir_graph *g, const cg_options *o, 
     return k->f ? 0 : -1;
 }
 
-static int compile(const tprog *p, const ir_graph *g, int dtype, int V, int sleef, kern *k) {
+/* for CPU cpu (NULL: the host) */
+static int compile_cpu(const tprog *p, const ir_graph *g, int dtype, int V, int sleef, const char *cpu, kern *k) {
     cg_options o;
     cg_default_options(&o);
     o.dtype = dtype;
     o.vector_width = V;
     o.use_sleef = sleef;
     o.opt_level = TEST_OPT;
+    o.cpu = cpu;
     return compile_opts(p, g, &o, k, NULL);
+}
+static int compile(const tprog *p, const ir_graph *g, int dtype, int V, int sleef, kern *k) {
+    return compile_cpu(p, g, dtype, V, sleef, NULL, k);
 }
 
 /* Runs k on double data (converted to and from its dtype) with guarded user buffers. */
@@ -435,6 +440,7 @@ typedef struct {
     int    sleef_both;      /* also run without Sleef */
     const double *values;   /* arguments drawn from these instead, if set */
     int    nvalues;
+    const char *cpu;        /* compile for this CPU (NULL: the host) */
 } spec;
 
 /* Every (dtype, V, n) combination against ref_eval. */
@@ -446,7 +452,7 @@ static void check_prog(const char *what, const tprog *p, const ir_graph *g, cons
         for (int vi = 0; vi < 2; vi++)
             for (int sl = 1; sl >= (s->sleef_both ? 0 : 1); sl--) {
                 kern k;
-                if (compile(p, g, dt, vi == 0 ? 1 : 0, sl, &k)) continue;
+                if (compile_cpu(p, g, dt, vi == 0 ? 1 : 0, sl, s->cpu, &k)) continue;
                 int V = k.V;
                 int64_t ns[6] = { 1, V - 1, V, V + 1, 3 * V + 5, 1000 };
                 double tol = dt == DT_F32 ? s->tol32 : s->tol64;
@@ -861,6 +867,15 @@ TEST(gradient_ops) {
         t_grad_output(b, k, t_matmul_tn(b, t_gather(b, b0, first, rows3[k]), t_gather(b, b1, first, w3[k])));
     b->param_total = tir_param_offsets(g3, NULL);
     check_prog("blocking", b, g3, &s);
+#if defined(__x86_64__)
+    /* and with the 16 vector registers of AVX2 (the kernel's other blocking: m 3-4, nb 2) */
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        spec s3 = s;
+        s3.cpu = "x86-64-v3";
+        check_prog("blocking avx2", b, g3, &s3);
+    }
+#endif
     arena_free(&ar);
 }
 
