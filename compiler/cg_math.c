@@ -249,16 +249,25 @@ static LLVMValueRef emit_tanh(mc *m, LLVMValueRef x) {
         static const double Q[] = { 1, 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3 };
         LLVMValueRef pq = fdv(m, mul(m, horner(m, z, P, 3), z), horner(m, z, Q, 4));
         small = fma_(m, x, pq, x);
-    } else {
-        static const double P[] = { -5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
-                                    -3.33332819422e-1 };
-        small = fma_(m, mul(m, horner(m, z, P, 5), z), x, x);
+        /* elsewhere tanh|x| = y / (y + 2), y = expm1(2|x|); past 20 it rounds to 1 */
+        LLVMValueRef y = emit_expm1(m, mul(m, kf(m, 2), clamp(m, a, 0, 20)));
+        LLVMValueRef big = copysign_(m, fdv(m, y, add(m, y, kf(m, 2))), x);
+        LLVMValueRef r = sel(m, fcmp(m, LLVMRealOLT, a, kf(m, 0.625)), small, big);
+        return nan_through(m, x, zero_through(m, x, r));
     }
-    /* elsewhere tanh|x| = y / (y + 2), y = expm1(2|x|); past 10 (f32) / 20 (f64) it rounds to 1 */
-    LLVMValueRef y = emit_expm1(m, mul(m, kf(m, 2), clamp(m, a, 0, m->f64 ? 20 : 10)));
-    LLVMValueRef big = copysign_(m, fdv(m, y, add(m, y, kf(m, 2))), x);
-    LLVMValueRef r = sel(m, fcmp(m, LLVMRealOLT, a, kf(m, 0.625)), small, big);
-    return nan_through(m, x, zero_through(m, x, r));
+    static const double P[] = { -5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+                                -3.33332819422e-1 };
+    /* x + x z P(z); z P(z) + 0 turns the -0 of z = 0 into +0, so that x = -0 gives -0 */
+    small = fma_(m, x, fma_(m, horner(m, z, P, 5), z, kf(m, 0)), x);
+    /* elsewhere tanh|x| = 1 - 2 / (e + 1), e = exp(2|x|) from the exp core: |x| is at least
+     * 0.625 there and is clamped to 9.1, where tanh has rounded to 1 (from 9.01 on), so no
+     * special value reaches it and 2^k needs one scaling. A NaN compares unordered and takes
+     * the polynomial, which returns it. */
+    LLVMValueRef ac = sel(m, fcmp(m, LLVMRealOLT, a, kf(m, 9.1)), a, kf(m, 9.1)), k;
+    LLVMValueRef q = exp_core(m, add(m, ac, ac), &k);
+    LLVMValueRef e = mul(m, add(m, q, kf(m, 1)), pow2i(m, k));
+    LLVMValueRef big = copysign_(m, sub(m, kf(m, 1), fdv(m, kf(m, 2), add(m, e, kf(m, 1)))), x);
+    return sel(m, fcmp(m, LLVMRealULT, a, kf(m, 0.625)), small, big);
 }
 
 /* ---------------------------------------------------------------- entry */

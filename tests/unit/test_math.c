@@ -59,7 +59,7 @@ static const double bound[CGM_COUNT][2] = {
     { 1.5, 1.5 },   /* log */
     { 2.0, 2.0 },   /* log1p */
     { 2.0, 2.0 },   /* expm1 */
-    { 3.0, 3.0 },   /* tanh */
+    { 1.5, 2.0 },   /* tanh */
 };
 
 static const int widths[2][4] = { { 1, 4, 8, 16 }, { 1, 2, 4, 8 } };
