@@ -1224,8 +1224,9 @@ static LLVMValueRef mix64(cgx *x, LLVMValueRef z) {
 }
 
 /* RANDN on a whole tile at once: the uniforms of the V lanes as <V x i64> / <V x double>,
- * then compiler/randn.h's log and cosine on vectors, operation for operation (no fast-math
- * flags: nothing may be contracted or reassociated), so the bits are the interpreter's. */
+ * then compiler/randn.h's log, sine and cosine on vectors, operation for operation (no
+ * fast-math flags: nothing may be contracted or reassociated), so the bits are the
+ * interpreter's. */
 static LLVMValueRef dconst(cgx *x, LLVMTypeRef ty, double v) {
     LLVMValueRef c = LLVMConstReal(x->f64, v);
     if (LLVMGetTypeKind(ty) != LLVMVectorTypeKind) return c;
@@ -1254,7 +1255,8 @@ static LLVMValueRef vlog01(cgx *x, LLVMTypeRef dt, LLVMTypeRef it, LLVMValueRef 
     LLVMValueRef lo = DADD(DMUL(ed, dconst(x, dt, TIR_LN2_LO)), lm);
     return DADD(DMUL(ed, dconst(x, dt, TIR_LN2_HI)), lo);
 }
-static LLVMValueRef vcos2pi(cgx *x, LLVMTypeRef dt, LLVMValueRef u) {
+/* sin and cos of 2 pi u from one reduction (randn.h, tir_sincos2pi) */
+static void vsincos2pi(cgx *x, LLVMTypeRef dt, LLVMValueRef u, LLVMValueRef *sin_out, LLVMValueRef *cos_out) {
     LLVMTypeRef fty;
     LLVMValueRef t = DSUB(u, dconst(x, dt, 0.5));
     LLVMValueRef rf = intrinsic(x, "llvm.round", &dt, 1, &fty);
@@ -1271,11 +1273,45 @@ static LLVMValueRef vcos2pi(cgx *x, LLVMTypeRef dt, LLVMValueRef u) {
     LLVMValueRef sn = DADD(xr, DMUL(DMUL(xr, x2), ps));
     LLVMValueRef cs = DADD(dconst(x, dt, 1.0), DMUL(x2, pc));
     LLVMValueRef nsn = LLVMBuildFNeg(x->b, sn, ""), ncs = LLVMBuildFNeg(x->b, cs, "");
-    LLVMValueRef v = cs;
-    v = LLVMBuildSelect(x->b, LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, -1.0), ""), nsn, v, "");
-    v = LLVMBuildSelect(x->b, LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, 1.0), ""), sn, v, "");
-    v = LLVMBuildSelect(x->b, LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, 0.0), ""), ncs, v, "");
-    return v;
+    LLVMValueRef qm1 = LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, -1.0), "");
+    LLVMValueRef qp1 = LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, 1.0), "");
+    LLVMValueRef q0 = LLVMBuildFCmp(x->b, LLVMRealOEQ, q, dconst(x, dt, 0.0), "");
+    /* q = 0, 1, -1, +-2: cos -cs, sn, -sn, cs; sin -sn, -cs, cs, sn */
+    LLVMValueRef c = LLVMBuildSelect(x->b, qm1, nsn, cs, "");
+    c = LLVMBuildSelect(x->b, qp1, sn, c, "");
+    *cos_out = LLVMBuildSelect(x->b, q0, ncs, c, "");
+    LLVMValueRef v = LLVMBuildSelect(x->b, qm1, cs, sn, "");
+    v = LLVMBuildSelect(x->b, qp1, ncs, v, "");
+    *sin_out = LLVMBuildSelect(x->b, q0, nsn, v, "");
+}
+/* one Box-Muller pair of RANDN (tir.h): columns 2p (cosine) and 2p + 1 (sine, if odd_too) */
+static void randn_pair(cgx *x, int i, LLVMTypeRef it, LLVMTypeRef dt, LLVMValueRef rw, LLVMValueRef seed, uint64_t salt,
+                       LLVMValueRef p, int odd_too) {
+    LLVMValueRef pv = p;
+    if (x->V > 1) {
+        LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(it), p, ci32(x, 0), "");
+        pv = LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(it), LLVMConstNull(x->vi32), "");
+    }
+    LLVMValueRef k2 = LLVMBuildShl(x->b, LLVMBuildAdd(x->b, rw, pv, ""), kint(rw, 1), "");
+    LLVMValueRef u[2];
+    for (int t = 0; t < 2; t++) {
+        LLVMValueRef kk = LLVMBuildAdd(x->b, k2, kint(k2, salt + (uint64_t)t), "");
+        LLVMValueRef h = mix64(x, LLVMBuildXor(x->b, seed, mix64(x, kk), ""));
+        LLVMValueRef f = LLVMBuildUIToFP(x->b, LLVMBuildLShr(x->b, h, kint(h, 11), ""), dt, "");
+        u[t] = DMUL(DADD(f, dconst(x, dt, 0.5)), dconst(x, dt, 0x1p-53));
+    }
+    LLVMTypeRef fty;
+    LLVMValueRef sq = intrinsic(x, "llvm.sqrt", &dt, 1, &fty);
+    LLVMValueRef a = DMUL(dconst(x, dt, -2.0), vlog01(x, dt, it, u[0]));
+    LLVMValueRef rad = LLVMBuildCall2(x->b, fty, sq, &a, 1, "");
+    LLVMValueRef sn, cs;
+    vsincos2pi(x, dt, u[1], &sn, &cs);
+    LLVMValueRef c0 = LLVMBuildShl(x->b, p, ci64(x, 1), "");
+    for (int t = 0; t < 1 + odd_too; t++) {
+        LLVMValueRef v = DMUL(rad, t ? sn : cs);
+        if (!x->f64mode) v = LLVMBuildFPTrunc(x->b, v, x->VT, "");
+        bstore(x, i, t ? LLVMBuildAdd(x->b, c0, ci64(x, 1), "") : c0, v);
+    }
 }
 static void emit_randn_tile(cgx *x, int i) {
     const tnode *nd = ND(x, i);
@@ -1296,29 +1332,11 @@ static void emit_randn_tile(cgx *x, int i) {
         LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(it), seed, ci32(x, 0), "");
         seed = LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(it), LLVMConstNull(x->vi32), "");
     }
-    LLVMValueRef rw = LLVMBuildMul(x->b, r, kint(r, (uint64_t)w), "");
+    /* columns 2p and 2p + 1 share the pair p: its counter is r * ceil(w / 2) + p */
+    LLVMValueRef rw = LLVMBuildMul(x->b, r, kint(r, (uint64_t)((w + 1) / 2)), "");
     cgloop Lc;
-    FOR(x, Lc, w, c) {
-        LLVMValueRef cv = c;
-        if (x->V > 1) {
-            LLVMValueRef v = LLVMBuildInsertElement(x->b, LLVMGetPoison(it), c, ci32(x, 0), "");
-            cv = LLVMBuildShuffleVector(x->b, v, LLVMGetPoison(it), LLVMConstNull(x->vi32), "");
-        }
-        LLVMValueRef k2 = LLVMBuildShl(x->b, LLVMBuildAdd(x->b, rw, cv, ""), kint(rw, 1), "");
-        LLVMValueRef u[2];
-        for (int t = 0; t < 2; t++) {
-            LLVMValueRef kk = LLVMBuildAdd(x->b, k2, kint(k2, salt + (uint64_t)t), "");
-            LLVMValueRef h = mix64(x, LLVMBuildXor(x->b, seed, mix64(x, kk), ""));
-            LLVMValueRef f = LLVMBuildUIToFP(x->b, LLVMBuildLShr(x->b, h, kint(h, 11), ""), dt, "");
-            u[t] = DMUL(DADD(f, dconst(x, dt, 0.5)), dconst(x, dt, 0x1p-53));
-        }
-        LLVMTypeRef fty;
-        LLVMValueRef sq = intrinsic(x, "llvm.sqrt", &dt, 1, &fty);
-        LLVMValueRef a = DMUL(dconst(x, dt, -2.0), vlog01(x, dt, it, u[0]));
-        LLVMValueRef v = DMUL(LLVMBuildCall2(x->b, fty, sq, &a, 1, ""), vcos2pi(x, dt, u[1]));
-        if (!x->f64mode) v = LLVMBuildFPTrunc(x->b, v, x->VT, "");
-        bstore(x, i, c, v);
-    }
+    FOR(x, Lc, w / 2, p) randn_pair(x, i, it, dt, rw, seed, salt, p, 1);
+    if (w & 1) randn_pair(x, i, it, dt, rw, seed, salt, ci64(x, w / 2), 0);
 }
 #undef DMUL
 #undef DADD

@@ -28,12 +28,13 @@ static void uniforms(int64_t seed, int salt, int64_t row, int w, int col, double
 }
 
 double tir_rand_normal(int64_t seed, int salt, int64_t row, int w, int col) {
-    double u1, u2;
-    uniforms(seed, salt, row, w, col, &u1, &u2);
+    double u1, u2, sn, cs;
+    uniforms(seed, salt, row, (w + 1) / 2, col / 2, &u1, &u2);   /* a pair per two columns */
     double l = tir_log01(u1);
     double a = -2.0 * l;
     double rad = sqrt(a);
-    return rad * tir_cos2pi(u2);
+    tir_sincos2pi(u2, &sn, &cs);
+    return rad * (col & 1 ? sn : cs);
 }
 
 double tir_rand_logistic(int64_t seed, int salt, int64_t row, int w, int col) {

@@ -1,9 +1,9 @@
-/* compiler/randn.h: the f64 log and cosine of RANDN (tir.h), shared by the interpreter
+/* compiler/randn.h: the f64 log, sine and cosine of RANDN (tir.h), shared by the interpreter
  * (interp.c) and the code generator (cg.c, emit_rand), which computes the same operations
  * on vectors.
  *
- *   tir_log01(u)    = log(u)        for u in (0, 1]
- *   tir_cos2pi(u)   = cos(2 pi u)   for u in (0, 1]
+ *   tir_log01(u)             = log(u)                      for u in (0, 1]
+ *   tir_sincos2pi(u, &s, &c): s = sin(2 pi u), c = cos(2 pi u)   for u in (0, 1]
  *
  * Built from +, -, *, /, round and bit operations on doubles, each rounded on its own (no
  * fused multiply-add, no libm), in a fixed order, so every backend, vector width and target
@@ -12,9 +12,10 @@
  *
  * log: u = m 2^e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m - 1) / (m + 1),
  * as 2s + s z P(z), z = s^2, P the atanh series to s^21; log u = e ln2_hi + (e ln2_lo + log m).
- * cos: t = u - 1/2 (exact), q = round(4t), r = t - q/4 (exact, |r| <= 1/8), x = 2 pi r; then
- * cos(2 pi u) = -cos(x + q pi/2): -cos x, sin x, -sin x or cos x for q = 0, 1, -1, +-2, with
- * sin and cos from their Taylor series to x^17 and x^16. */
+ * sin, cos: t = u - 1/2 (exact), q = round(4t), r = t - q/4 (exact, |r| <= 1/8), x = 2 pi r;
+ * then cos(2 pi u) = -cos(x + q pi/2): -cos x, sin x, -sin x or cos x for q = 0, 1, -1, +-2,
+ * and sin(2 pi u) = -sin(x + q pi/2): -sin x, -cos x, cos x or sin x, with sin x and cos x
+ * from their Taylor series to x^17 and x^16. */
 #ifndef NFC_RANDN_H
 #define NFC_RANDN_H
 #include <stdint.h>
@@ -65,7 +66,7 @@ static inline double tir_log01(double u) {
     return hi + lo;
 }
 
-static inline double tir_cos2pi(double u) {
+static inline void tir_sincos2pi(double u, double *sin_out, double *cos_out) {
     double t = u - 0.5;
     double t4 = t * 4.0;
     double q = __builtin_round(t4);   /* round(): ties away from zero, as llvm.round */
@@ -85,10 +86,20 @@ static inline double tir_cos2pi(double u) {
     double sn = x + sp;
     double cp = x2 * pc;
     double cs = 1.0 + cp;
-    if (q == 0) return -cs;
-    if (q == 1) return sn;
-    if (q == -1) return -sn;
-    return cs;
+    /* 2 pi u = x + q pi/2 + pi, so cos(2 pi u) = -cos(x + q pi/2), sin(2 pi u) = -sin(x + q pi/2) */
+    if (q == 0) {
+        *cos_out = -cs;
+        *sin_out = -sn;
+    } else if (q == 1) {
+        *cos_out = sn;
+        *sin_out = -cs;
+    } else if (q == -1) {
+        *cos_out = -sn;
+        *sin_out = cs;
+    } else {
+        *cos_out = cs;
+        *sin_out = sn;
+    }
 }
 
 #endif

@@ -21,11 +21,14 @@
  *
  * RANDN/RANDLOGISTIC (counter-based, so any tiling gives the same numbers): for global row
  * r = row0 + (the row's index within the call) and column c of a node with width w,
- *   k   = (uint64)(r * w + c)
+ *   k   = (uint64)(r * w + c) for RANDLOGISTIC;
+ *         (uint64)(r * ((w + 1) / 2) + c / 2) for RANDN (columns 2j and 2j + 1 share a pair)
  *   h1  = mix64(seed ^ mix64(k * 2 + 0 + salt)),  h2 = mix64(seed ^ mix64(k * 2 + 1 + salt))
  *   u1  = ((h1 >> 11) + 0.5) * 2^-53,  u2 = ((h2 >> 11) + 0.5) * 2^-53      (both in (0, 1))
- *   normal:   sqrt(-2 L) * C, L = tir_log01(u1), C = tir_cos2pi(u2) (compiler/randn.h: log and
- *             cos(2 pi .) from basic operations in a fixed order, so every backend gets the same bits)
+ *   normal:   sqrt(-2 L) * C for even c, sqrt(-2 L) * S for odd c (Box-Muller: the two are
+ *             independent), L = tir_log01(u1), (S, C) = tir_sincos2pi(u2) (compiler/randn.h:
+ *             log, sin and cos(2 pi .) from basic operations in a fixed order, so every
+ *             backend gets the same bits)
  *   logistic: log(u1) - log1p(-u1)   (libm)
  * where mix64 is the splitmix64 finalizer (z ^= z >> 30; z *= 0xbf58476d1ce4e5b9;
  * z ^= z >> 27; z *= 0x94d049bb133111eb; z ^= z >> 31) and salt = iattr[0] (distinct per node).

@@ -89,15 +89,16 @@ static uint64_t mix64(uint64_t z) {
 }
 /* tir.h's definition, written out again */
 static double ref_rand(int op, int64_t seed, int salt, int64_t r, int w, int c) {
-    uint64_t k = (uint64_t)(r * w + c);
+    uint64_t k = op == T_RANDN ? (uint64_t)(r * ((w + 1) / 2) + c / 2) : (uint64_t)(r * w + c);
     uint64_t h1 = mix64((uint64_t)seed ^ mix64(k * 2 + 0 + (uint64_t)salt));
     uint64_t h2 = mix64((uint64_t)seed ^ mix64(k * 2 + 1 + (uint64_t)salt));
     double u1 = ((double)(h1 >> 11) + 0.5) * 0x1p-53, u2 = ((double)(h2 >> 11) + 0.5) * 0x1p-53;
-    if (op == T_RANDN) {   /* compiler/randn.h's log and cosine, libm's sqrt */
-        double l = tir_log01(u1);
+    if (op == T_RANDN) {   /* compiler/randn.h's log, sine and cosine, libm's sqrt */
+        double l = tir_log01(u1), sn, cs;
         double a = -2.0 * l;
         double rad = sqrt(a);
-        return rad * tir_cos2pi(u2);
+        tir_sincos2pi(u2, &sn, &cs);
+        return rad * (c % 2 ? sn : cs);
     }
     return log(u1) - log1p(-u1);
 }
@@ -1011,7 +1012,7 @@ static void rand_prog(arena *ar, tprog **out) {
  * generator so that they agree bit for bit) are accurate: against long double libm over
  * 10^6 uniforms of the generator's form, a third of them scaled into the far tail. */
 TEST(randn_functions_accurate) {
-    double maxl = 0, maxc = 0;
+    double maxl = 0, maxc = 0, maxs = 0;
     uint64_t z = 12345;
     for (int i = 0; i < 1000000; i++) {
         z = z * 6364136223846793005ull + 1442695040888963407ull;
@@ -1021,13 +1022,24 @@ TEST(randn_functions_accurate) {
         double el = fabs((double)(((long double)tir_log01(u) - L) / L)) / 0x1p-53;
         if (el > maxl) maxl = el;
         long double C = cosl(2 * 3.141592653589793238462643383279502884L * (long double)u);
-        double ec = fabs((double)((long double)tir_cos2pi(u) - C));
+        long double S = sinl(2 * 3.141592653589793238462643383279502884L * (long double)u);
+        double sn, cs;
+        tir_sincos2pi(u, &sn, &cs);
+        double ec = fabs((double)((long double)cs - C)), es = fabs((double)((long double)sn - S));
         if (ec > maxc) maxc = ec;
+        if (es > maxs) maxs = es;
     }
     CHECK(maxl <= 3, "tir_log01: %.2f ulp", maxl);
-    CHECK(maxc <= 4e-16, "tir_cos2pi: absolute error %.3g", maxc);
-    CHECK(tir_log01(1.0) == 0 && tir_cos2pi(0.5) == -1 && tir_cos2pi(1.0) == 1 && tir_cos2pi(0.25) == tir_cos2pi(0.25),
-          "exact points");
+    CHECK(maxc <= 4e-16, "tir_sincos2pi, cos: absolute error %.3g", maxc);
+    CHECK(maxs <= 4e-16, "tir_sincos2pi, sin: absolute error %.3g", maxs);
+    /* the four quadrants' exact points: u = 1/2 (q = 0), 3/4 (q = 1), 1/4 (q = -1), 1 (q = 2) */
+    static const double uq[4] = { 0.5, 0.75, 0.25, 1.0 }, sq[4] = { 0, -1, 1, 0 }, cq[4] = { -1, 0, 0, 1 };
+    for (int i = 0; i < 4; i++) {
+        double sn, cs;
+        tir_sincos2pi(uq[i], &sn, &cs);
+        CHECK(fabs(sn - sq[i]) <= 4e-16 && fabs(cs - cq[i]) <= 4e-16, "sincos2pi(%g) = %.17g, %.17g", uq[i], sn, cs);
+    }
+    CHECK(tir_log01(1.0) == 0, "log01(1)");
 }
 
 TEST(random_bits) {
@@ -1071,6 +1083,58 @@ TEST(random_bits) {
                 free(o[i]);
             }
         }
+    arena_free(&ar);
+}
+
+/* RANDN's numbers are standard normals, and the two of a Box-Muller pair (columns 0 and 1
+ * share one, column 2 has its own) are independent: over 200000 rows of the compiled kernel,
+ * each column's mean, variance and share beyond 3, and the correlations of the values and of
+ * their squares between columns, within 5 standard errors. Taking the cosine for both columns
+ * of a pair, or one uniform for both the radius and the angle, fails it. */
+TEST(randn_moments) {
+    arena ar;
+    arena_init(&ar);
+    tprog *p;
+    rand_prog(&ar, &p);
+    double temp = 1.0;
+    kern k;
+    if (compile(p, NULL, DT_F64, 0, 1, &k) == 0) {
+        int64_t n = 200000;
+        double *o[3];
+        int ws[3] = { 3, 2, 1 };
+        for (int i = 0; i < 3; i++) o[i] = malloc(sizeof(double) * (size_t)(n * ws[i]));
+        krun(&k, p, 0, n, 77, 4242, NULL, &temp, NULL, o);
+        double se = 1 / sqrt((double)n);
+        for (int c = 0; c < 3; c++) {
+            double m = 0, v = 0, tail = 0;
+            for (int64_t r = 0; r < n; r++) {
+                double z = o[0][r * 3 + c];
+                m += z;
+                v += z * z;
+                tail += fabs(z) > 3;
+            }
+            m /= (double)n;
+            v = v / (double)n - m * m;
+            CHECK(fabs(m) < 5 * se, "column %d mean %.4f", c, m);
+            CHECK(fabs(v - 1) < 5 * sqrt(2.0) * se, "column %d variance %.4f", c, v);
+            double pt = 0.0026997960632601866, set = sqrt(pt * (1 - pt) / (double)n);
+            CHECK(fabs(tail / (double)n - pt) < 5 * set, "column %d: %.5f beyond 3", c, tail / (double)n);
+        }
+        for (int a = 0; a < 3; a++)
+            for (int b = a + 1; b < 3; b++) {
+                double cz = 0, cq = 0;
+                for (int64_t r = 0; r < n; r++) {
+                    double za = o[0][r * 3 + a], zb = o[0][r * 3 + b];
+                    cz += za * zb;
+                    cq += (za * za - 1) * (zb * zb - 1);
+                }
+                cz /= (double)n;
+                cq /= 2 * (double)n;   /* var(z^2 - 1) = 2 */
+                CHECK(fabs(cz) < 5 * se && fabs(cq) < 5 * se, "columns %d, %d: corr %.4f, of squares %.4f", a, b, cz,
+                      cq);
+            }
+        for (int i = 0; i < 3; i++) free(o[i]);
+    }
     arena_free(&ar);
 }
 
@@ -1896,6 +1960,7 @@ int main(void) {
     RUN(loops);
     RUN(randn_functions_accurate);
     RUN(random_bits);
+    RUN(randn_moments);
     RUN(isa_variants_on_host);
     RUN(emit_files);
     RUN(errors_are_messages);
