@@ -621,12 +621,29 @@ static LLVMValueRef auxptr(cgx *x, int i, LLVMValueRef k) {
 
 /* ---------------------------------------------------------------- elementwise ops */
 
+/* an upper bound of |node i| from its definition alone (constants, tanh, sigmoid and +, -,
+ * * of bounded values), or infinity; a NaN input stays NaN through all of them */
+static double magnitude_bound(cgx *x, int i, int depth) {
+    const tnode *nd = ND(x, i);
+    if (depth > 8) return __builtin_inf();
+    switch ((t_op)nd->op) {
+    case T_CONST: return __builtin_fabs(nd->fattr[0]);
+    case T_TANH: case T_SIGMOID: return 1;
+    case T_NEG: return magnitude_bound(x, nd->in[0], depth + 1);
+    case T_MUL: return magnitude_bound(x, nd->in[0], depth + 1) * magnitude_bound(x, nd->in[1], depth + 1);
+    case T_ADD: case T_SUB: return magnitude_bound(x, nd->in[0], depth + 1) + magnitude_bound(x, nd->in[1], depth + 1);
+    default: return __builtin_inf();
+    }
+}
+
 /* op of node nd on values of type ty (T in the prologue, VT in tiles) */
 static LLVMValueRef ew(cgx *x, const tnode *nd, LLVMTypeRef ty, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
     LLVMValueRef zero = cst(x, ty, 0), one = cst(x, ty, 1);
     switch ((t_op)nd->op) {
     case T_NEG: return fneg(x, a);
-    case T_EXP: return mathf(x, MF_EXP, a);
+    case T_EXP:   /* a bounded argument (an affine coupling's soft-clamped log-scale): inline */
+        if (magnitude_bound(x, nd->in[0], 0) <= 80) return cgm_emit(x->C, x->b, x->M, CGM_EXP_INRANGE, a);
+        return mathf(x, MF_EXP, a);
     case T_LOG: return mathf(x, MF_LOG, a);
     case T_LOG1P: return mathf(x, MF_LOG1P, a);
     case T_EXPM1: return mathf(x, MF_EXPM1, a);

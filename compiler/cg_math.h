@@ -16,6 +16,9 @@
 
 /* same order as cg.c's MF_ enum */
 enum { CGM_EXP, CGM_LOG, CGM_LOG1P, CGM_EXPM1, CGM_TANH, CGM_COUNT };
+/* exp of an argument the caller knows to be in [-80, 80] or NaN (cheaper: no special cases;
+ * outside that range the result is wrong) */
+enum { CGM_EXP_INRANGE = CGM_COUNT };
 
 /* Emits f(v) at b's insertion point; M receives the intrinsic declarations. Returns NULL for
  * a bad f or a v that is not float/double (scalar or vector). */

@@ -1222,6 +1222,59 @@ TEST(isa_variants_on_host) {
 #endif
 }
 
+/* exp of a value bounded by its definition (an affine coupling's c * tanh(r / c), negated or
+ * not) is inlined without special cases (cg_math.c, exp_inrange); a bound above 80 keeps the
+ * Sleef call. Both equal the reference, also for arguments far outside the clamp and NaN. */
+TEST(exp_of_bounded) {
+    static const double cs[2] = { 2.0, 100.0 };
+    for (int ci = 0; ci < 2; ci++) {
+        arena ar;
+        arena_init(&ar);
+        tprog *p = tprog_new(&ar, "expb");
+        tref x = t_arg(p, 0, 5);
+        tref s = t_bin(p, T_MUL, t_const(p, cs[ci]), t_un(p, T_TANH, t_bin(p, T_MUL, x, t_const(p, 1 / cs[ci]))));
+        tref v[2] = { t_un(p, T_EXP, s), t_un(p, T_EXP, t_un(p, T_NEG, s)) };
+        t_output(p, t_concat(p, v, 2));
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/nfc_test_cg_expb_%d.ll", (int)getpid());
+        for (int dt = DT_F32; dt <= DT_F64; dt++) {
+            cg_options o;
+            cg_default_options(&o);
+            o.dtype = dt;
+            kern k;
+            if (compile_opts(p, NULL, &o, &k, path)) continue;
+            int calls = file_has(path, "Sleef_exp");
+            CHECK(ci == 0 ? !calls : calls, "c = %g, %s: %s Sleef's exp", cs[ci], dt == DT_F32 ? "f32" : "f64",
+                  calls ? "calls" : "does not call");
+            int64_t n = 2 * k.V + 3;
+            double *xa = malloc(sizeof(double) * (size_t)(n * 5)), *out = malloc(sizeof(double) * (size_t)(n * 10)),
+                   *ref = malloc(sizeof(double) * (size_t)(n * 10));
+            for (int64_t i = 0; i < n * 5; i++) xa[i] = uniform(-300, 300);
+            xa[0] = 1e30;
+            xa[1] = -1e30;
+            xa[2] = NAN;
+            for (int64_t i = 0; i < n * 5; i++) if (dt == DT_F32) xa[i] = (float)xa[i];
+            ref_eval(p, NULL, n, 0, 0, &xa, NULL, NULL, &ref);
+            krun(&k, p, 0, n, 0, 0, &xa, NULL, NULL, &out);
+            int bad = 0;
+            for (int64_t i = 0; i < n * 10 && bad < 3; i++) {
+                /* e^100 overflows f32; an argument s carries s times its relative rounding */
+                double want = dt == DT_F32 ? (double)(float)ref[i] : ref[i];
+                double tol = (dt == DT_F32 ? 4e-6 : 1e-13) * (1 + fabs(log(fabs(want))));
+                if (isnan(want) ? isnan(out[i]) : isinf(want) ? out[i] == want : close_enough(out[i], want, tol)) continue;
+                bad++;
+                CHECK(0, "c = %g %s elem %lld: %.17g vs %.17g", cs[ci], dt == DT_F32 ? "f32" : "f64", (long long)i, out[i],
+                      want);
+            }
+            free(xa);
+            free(out);
+            free(ref);
+        }
+        remove(path);
+        arena_free(&ar);
+    }
+}
+
 TEST(emit_files) {
     arena ar;
     arena_init(&ar);
@@ -1962,6 +2015,7 @@ int main(void) {
     RUN(random_bits);
     RUN(randn_moments);
     RUN(isa_variants_on_host);
+    RUN(exp_of_bounded);
     RUN(emit_files);
     RUN(errors_are_messages);
     RUN(opt_levels);

@@ -1,7 +1,8 @@
 /* tests/unit/test_math.c: the Sleef-free exp, log, log1p, expm1 and tanh of cg_math.c, and
  * a whole flow compiled with use_sleef = 0.
  *
- * - accuracy: one module with a kernel `void f(int64_t n, const T *x, T *y)` per function,
+ * - accuracy: one module with a kernel `void f(int64_t n, const T *x, T *y)` per function
+ *   (and exp_inrange, exp for arguments in [-80, 80], measured on those only),
  *   dtype and vector width (f32: 1, 4, 8, 16 lanes; f64: 1, 2, 4, 8), optimized at O2 and
  *   JITted with LLJIT through the LLVM C API (no process symbols: any call that is not
  *   lowered inline would fail the lookup). Each function is swept over
@@ -51,15 +52,19 @@ enum { SANITIZED = 1 };
 enum { SANITIZED = 0 };
 #endif
 
-static const char *const fname[CGM_COUNT] = { "exp", "log", "log1p", "expm1", "tanh" };
+/* the five functions, and exp for arguments in [-80, 80] (CGM_EXP_INRANGE: measured there only) */
+#define NF (CGM_EXP_INRANGE + 1)
+#define INRANGE 80.0
+static const char *const fname[NF] = { "exp", "log", "log1p", "expm1", "tanh", "exp_inrange" };
 
 /* documented max ulp (docs/codegen.md, "Math without Sleef"), [f][f64] */
-static const double bound[CGM_COUNT][2] = {
+static const double bound[NF][2] = {
     { 1.5, 1.5 },   /* exp */
     { 1.5, 1.5 },   /* log */
     { 2.0, 2.0 },   /* log1p */
     { 2.0, 2.0 },   /* expm1 */
     { 1.5, 2.0 },   /* tanh */
+    { 1.5, 1.5 },   /* exp_inrange */
 };
 
 static const int widths[2][4] = { { 1, 4, 8, 16 }, { 1, 2, 4, 8 } };
@@ -131,7 +136,7 @@ static int only_intrinsic_calls(LLVMModuleRef M, char *bad, size_t badlen) {
 
 static LLVMOrcLLJITRef JM;
 /* kernels[f][f64][wi]; nofma[f][f64]: the x86-64 (no FMA) build, or NULL */
-static kfn kernels[CGM_COUNT][2][4], nofma[CGM_COUNT][2];
+static kfn kernels[NF][2][4], nofma[NF][2];
 
 static int take_err(LLVMErrorRef e, const char *what) {
     if (!e) return 0;
@@ -153,7 +158,7 @@ static int build_all(void) {
     LLVMModuleRef M = LLVMModuleCreateWithNameInContext("math", C);
     LLVMSetTarget(M, triple);
     char name[64];
-    for (int f = 0; f < CGM_COUNT; f++)
+    for (int f = 0; f < NF; f++)
         for (int d = 0; d < 2; d++) {
             for (int wi = 0; wi < 4; wi++) {
                 snprintf(name, sizeof name, "%s_%s_%d", fname[f], d ? "f64" : "f32", widths[d][wi]);
@@ -208,7 +213,7 @@ static int build_all(void) {
     LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(M, tsc);
     LLVMOrcDisposeThreadSafeContext(tsc);
     if (take_err(LLVMOrcLLJITAddLLVMIRModule(JM, LLVMOrcLLJITGetMainJITDylib(JM), tsm), "add module")) return -1;
-    for (int f = 0; f < CGM_COUNT; f++)
+    for (int f = 0; f < NF; f++)
         for (int d = 0; d < 2; d++) {
             LLVMOrcExecutorAddress a = 0;
             for (int wi = 0; wi < 4; wi++) {
@@ -230,7 +235,7 @@ static int build_all(void) {
 static double ref32(int f, float x) {
     double d = x;
     switch (f) {
-    case CGM_EXP: return exp(d);
+    case CGM_EXP: case CGM_EXP_INRANGE: return exp(d);
     case CGM_LOG: return log(d);
     case CGM_LOG1P: return log1p(d);
     case CGM_EXPM1: return expm1(d);
@@ -240,7 +245,7 @@ static double ref32(int f, float x) {
 static long double ref64(int f, double x) {
     long double d = x;
     switch (f) {
-    case CGM_EXP: return expl(d);
+    case CGM_EXP: case CGM_EXP_INRANGE: return expl(d);
     case CGM_LOG: return logl(d);
     case CGM_LOG1P: return log1pl(d);
     case CGM_EXPM1: return expm1l(d);
@@ -288,6 +293,7 @@ static void measure32(int f, const float *x, int64_t n, float *y, float *y2, sta
     }
     if (nofma[f][0]) nofma[f][0](n, x, y2);
     for (int64_t i = 0; i < n; i++) {
+        if (f == CGM_EXP_INRANGE && fabsf(x[i]) > INRANGE) continue;
         double r = ref32(f, x[i]);
         account(s, ulp_err(y[i], r, 24, -126, 127), x[i]);
         if (nofma[f][0]) account(snf, ulp_err(y2[i], r, 24, -126, 127), x[i]);
@@ -305,6 +311,7 @@ static void measure64(int f, const double *x, int64_t n, double *y, double *y2, 
     }
     if (nofma[f][1]) nofma[f][1](n, x, y2);
     for (int64_t i = 0; i < n; i++) {
+        if (f == CGM_EXP_INRANGE && fabs(x[i]) > INRANGE) continue;
         long double r = ref64(f, x[i]);
         account(s, ulp_err(y[i], r, 53, -1022, 1023), x[i]);
         if (nofma[f][1]) account(snf, ulp_err(y2[i], r, 53, -1022, 1023), x[i]);
@@ -312,12 +319,13 @@ static void measure64(int f, const double *x, int64_t n, double *y, double *y2, 
 }
 
 /* interesting ranges: [wide lo, hi], [narrow lo, hi] */
-static const double ranges[CGM_COUNT][4] = {
+static const double ranges[NF][4] = {
     { -110, 92, -1, 1 },          /* exp (f64 adds its own edges below) */
     { 0, 16, 0.5, 2 },            /* log */
     { -1, 4, -0.3, 0.42 },        /* log1p */
     { -20, 20, -0.5, 0.5 },       /* expm1 */
     { -10, 10, -0.7, 0.7 },       /* tanh */
+    { -80, 80, -1, 1 },           /* exp_inrange */
 };
 
 static int scale(void) {
@@ -332,7 +340,7 @@ TEST(accuracy_f32) {
     int64_t nbits = ((int64_t)1 << 32) / stride + 1;
     int64_t cap = ((nbits > dense ? nbits : dense) + 15) & ~(int64_t)15;
     float *x = malloc(4 * (size_t)cap), *y = malloc(4 * (size_t)cap), *y2 = malloc(4 * (size_t)cap);
-    for (int f = 0; f < CGM_COUNT; f++) {
+    for (int f = 0; f < NF; f++) {
         stat s = { 0, 0, 0 }, snf = { 0, 0, 0 };
         int64_t n = 0;
         for (uint64_t b = 0; b < ((uint64_t)1 << 32); b += stride) {
@@ -368,7 +376,7 @@ static uint64_t rnd64(void) {
 TEST(accuracy_f64) {
     int64_t npts = (SANITIZED ? 1 << 15 : 1 << 18) * (int64_t)scale();
     double *x = malloc(8 * (size_t)npts), *y = malloc(8 * (size_t)npts), *y2 = malloc(8 * (size_t)npts);
-    for (int f = 0; f < CGM_COUNT; f++) {
+    for (int f = 0; f < NF; f++) {
         stat s = { 0, 0, 0 }, snf = { 0, 0, 0 };
         /* random bit patterns: every sign and exponent; then random exponents near 0 */
         for (int64_t i = 0; i < npts; i++) {
@@ -441,7 +449,9 @@ static void expect_dt(int f, int d, double x, double want) {
 
 TEST(special_values) {
     double inf = INFINITY, nan = NAN;
-    for (int f = 0; f < CGM_COUNT; f++) expect(f, nan, nan);
+    for (int f = 0; f < NF; f++) expect(f, nan, nan);
+    expect(CGM_EXP_INRANGE, 0, 1);
+    expect(CGM_EXP_INRANGE, -0.0, 1);
     expect(CGM_EXP, -inf, 0);
     expect(CGM_EXP, inf, inf);
     expect(CGM_EXP, 0, 1);
