@@ -1088,6 +1088,9 @@ static int32_t *mm_mask_runs(cgx *x, int i, int B, int64_t nb, int *R) {
     return rng;
 }
 
+/* 32 vector registers (AVX-512, aarch64 NEON), else 16 */
+static int many_vregs(const cgx *x) { return x->isa.avx512f || x->isa.arch == ARCH_AARCH64; }
+
 static void emit_matmul(cgx *x, int i, int root) {
     int64_t out = ND(x, i)->w, in = ND(x, ND(x, i)->in[0])->w;
     /* Blocks of 8 outputs: 8 accumulators, as many as two FMA pipes of latency 4 need; 16
@@ -1103,18 +1106,22 @@ static void emit_matmul(cgx *x, int i, int root) {
     LLVMValueRef trng = rng ? const_i32_table(x, rng, nb * R * 2, "mm_runs") : NULL;
     free(rng);
     LLVMValueRef dense[2] = { ci64(x, 0), ci64(x, in) };
+    /* with 16 vector registers (AVX2) a pair's 16 accumulators would spill: the block is
+     * computed as two halves of 4 outputs (each output's sum is the same, so the same bits) */
+    int halves = x->pair_mm && !many_vregs(x) ? 2 : 1;
     x->unroll = 0;
     FOR(x, L, nb, ob) {
         x->unroll = save;
         LLVMValueRef o0 = LLVMBuildNSWMul(x->b, ob, ci64(x, B), "");
+        LLVMValueRef se[2 * MM_MAX_RUNS];
         if (trng) {   /* this block's runs, from the table */
-            LLVMValueRef at = LLVMBuildNSWMul(x->b, ob, ci64(x, 2 * R), ""), se[2 * MM_MAX_RUNS];
+            LLVMValueRef at = LLVMBuildNSWMul(x->b, ob, ci64(x, 2 * R), "");
             for (int r = 0; r < 2 * R; r++)
                 se[r] = LLVMBuildSExt(x->b, load(x, x->i32, gep(x, x->i32, trng, LLVMBuildNSWAdd(x->b, at, ci64(x, r), "")), 4), x->i64, "");
-            mm_block(x, i, o0, B, root, se, R, 1);
-        } else {
-            mm_block(x, i, o0, B, root, dense, 1, 1);
         }
+        for (int h = 0; h < halves; h++)
+            mm_block(x, i, LLVMBuildNSWAdd(x->b, o0, ci64(x, h * B / halves), ""), B / halves, root, trng ? se : dense,
+                     trng ? R : 1, 1);
         x->unroll = 0;
     }
     /* the last out % 8 outputs as one block, its sums split into parts so that it has about
@@ -1516,7 +1523,7 @@ static void tn_rows(cgx *x, int i, LLVMValueRef am, LLVMValueRef bt, LLVMValueRe
  * of the allowed sizes does (one kernel less) */
 static void tn_blocking(cgx *x, int i, int *m, int *nb) {
     int64_t rows = ND(x, i)->rows, nblk = tn_qpad(x, i) / x->V;
-    int big = x->isa.avx512f || x->isa.arch == ARCH_AARCH64;
+    int big = many_vregs(x);
     int mmax = big ? 6 : 4, mmin = big ? 4 : 3;
     *nb = big ? 4 : 2;
     if (*nb > nblk) *nb = (int)nblk;
