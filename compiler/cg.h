@@ -35,8 +35,9 @@ typedef struct {
     const char *triple;        /* NULL: host */
     const char *cpu;           /* NULL: host ("generic" allowed) */
     const char *features;      /* NULL: host features when cpu is NULL, else "" */
-    int         use_sleef;     /* 1: Sleef vector functions matched to the ISA; 0: nfc's own
-                                  vectorized polynomials (cg_math.h), no external calls */
+    int         use_sleef;     /* 1: Sleef vector functions matched to the ISA (but f32 tanh
+                                  and exp of a bounded argument are always inline); 0: nfc's
+                                  own vectorized polynomials (cg_math.h), no external calls */
     int         segment_nodes; /* the code is split into segment functions of at most this
                                   many nodes, cut at products, called in order per tile from a
                                   table (LLVM's code generation is superlinear in a function's

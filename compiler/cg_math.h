@@ -1,5 +1,7 @@
 /* compiler/cg_math.h: vectorized exp, log, log1p, expm1 and tanh as straight-line LLVM IR,
- * for targets and builds without Sleef (cg_options.use_sleef = 0).
+ * for targets and builds without Sleef (cg_options.use_sleef = 0); with Sleef too for f32
+ * tanh (more accurate than Sleef's, and inline) and for exp of an argument bounded by its
+ * definition (CGM_EXP_INRANGE), both chosen in cg.c.
  *
  * Input: a float or double scalar, or a vector of any number of lanes, and the builder
  * positioned where the code goes. Output: the function's value, of the same type. The code
